@@ -1,0 +1,139 @@
+"""What the core needs from a key-holding backend, and nothing about PKCS#11.
+
+`hsmbridge.hsm.Pkcs11Backend` implements this against any PKCS#11 module; unit tests use a
+software fake. Keeping the contract here (and not in hsm/) is what lets core/ stay free of the
+HSM: dependencies point from hsm/ to core/, never back.
+
+Every secret crosses this boundary in one of two forms only:
+- `WrappedKey`: material wrapped under the master KEK, safe to store;
+- a `bytearray` the caller must wipe (`wipe()`) once used: DEK plaintexts, standard-key payloads.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+from hsmbridge.core.model import WrappedKey
+
+
+class OaepHash(enum.StrEnum):
+    SHA1 = "sha1"
+    SHA256 = "sha256"
+
+
+class MaterialKind(enum.StrEnum):
+    AES = "aes"  # root keys: usable for AES-GCM, never revealed
+    SECRET = "secret"  # standard keys: opaque secrets revealed to authorised callers
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the token *actually did* in trial operations at start-up (not its mechanism list)."""
+
+    aes_gcm: bool
+    aes_key_wrap: bool
+    aes_key_wrap_pad: bool
+    rsa_oaep_sha1: bool
+    rsa_oaep_sha256: bool
+    rsa_x509: bool
+    trusted_kek: bool
+    oaep_sha256_fallback: bool
+
+    def as_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+    @property
+    def oaep_sha256_available(self) -> bool:
+        return self.rsa_oaep_sha256 or (self.rsa_x509 and self.oaep_sha256_fallback)
+
+
+@dataclass(frozen=True, slots=True)
+class HsmInfo:
+    library_path: str
+    manufacturer: str
+    library_description: str
+    library_version: str
+    token_label: str
+    token_serial: str
+    token_model: str
+    kek_label: str
+    session_pool_size: int
+    capabilities: Capabilities
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRef:
+    """Names a key version for use: the cache key, and the wrapped blob to load on a miss."""
+
+    version_id: str
+    wrapped: WrappedKey
+
+
+@dataclass(slots=True)
+class ImportedKey:
+    """The result of an RSA-OAEP import: the key, already wrapped for storage, plus the decrypted
+    proof-of-possession nonce for the caller to compare (the nonce is not secret)."""
+
+    wrapped: WrappedKey
+    nonce: bytes
+
+
+def wipe(buf: bytearray | memoryview | None) -> None:
+    """Overwrite a secret buffer in place. Python may hold other copies; this removes the one we own."""
+    if buf is None:
+        return
+    view = memoryview(buf).cast("B")
+    view[:] = b"\x00" * len(view)
+
+
+class CryptoBackend(Protocol):
+    def info(self) -> HsmInfo: ...
+    def capabilities(self) -> Capabilities: ...
+    def random(self, length: int) -> bytes: ...
+
+    # Key material lifecycle: everything returned is wrapped under the master KEK.
+    def generate_key(self, kind: MaterialKind, length: int) -> WrappedKey: ...
+    def wrap_material(self, kind: MaterialKind, material: bytes | bytearray) -> WrappedKey:
+        """Plain import: the caller gave the material in the clear (over TLS)."""
+        ...
+
+    def reveal_secret(self, wrapped: WrappedKey) -> bytearray:
+        """Standard keys only: the HSM refuses for AES (root) material."""
+        ...
+
+    # Envelope encryption with a cached, non-extractable handle per key version.
+    def gcm_encrypt(self, key: KeyRef, plaintext: bytes | bytearray, aad: bytes) -> tuple[bytes, bytes]:
+        """Return (96-bit IV, ciphertext‖tag). The backend chooses the IV; it is never reused."""
+        ...
+
+    def gcm_decrypt(self, key: KeyRef, iv: bytes, ciphertext: bytes, aad: bytes) -> bytearray:
+        """Raise IntegrityError when the tag does not verify."""
+        ...
+
+    def evict(self, version_ids: Sequence[str]) -> None:
+        """Drop cached handles (key deleted, disabled…); harmless for ids not cached."""
+        ...
+
+    # Import tokens (BYOK).
+    def create_import_keypair(self, object_id: str, bits: int) -> bytes:
+        """Generate an RSA keypair as HSM token objects; return the public key (DER SPKI)."""
+        ...
+
+    def destroy_import_keypair(self, object_id: str) -> None: ...
+    def import_key(
+        self,
+        object_id: str,
+        encrypted_key: bytes,
+        oaep_hash: OaepHash,
+        iv: bytes,
+        encrypted_nonce: bytes,
+    ) -> ImportedKey:
+        """RSA-OAEP-unwrap `encrypted_key` inside the HSM into an AES key, open `encrypted_nonce`
+        (AES-GCM, no AAD) with it, wrap the key for storage. IntegrityError if anything fails to
+        verify; the same error whatever failed, so there is no padding oracle."""
+        ...
+
+    def close(self) -> None: ...

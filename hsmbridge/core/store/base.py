@@ -1,0 +1,118 @@
+"""The repository interface every store backend implements (SQLite now, PostgreSQL later).
+
+Why a protocol and not an ORM: the services need a dozen precise operations with precise
+transactional guarantees, and a second backend must be able to prove it offers exactly those.
+The same test suite (tests/test_store.py) runs against every backend.
+
+Rules every backend keeps:
+- Every lookup is scoped by tenant: a key id from another tenant is simply not found.
+- Writes happen inside `transaction()`; a key with its first version, a rotation (new version +
+  key update), or an import-token replacement is stored entirely or not at all.
+- `update_key` is optimistic: it succeeds only if the stored `revision` still equals
+  `key.revision`, then stores `revision + 1` and sets it on the passed object. A lost race raises
+  `Conflict(reason="CONCURRENT_UPDATE")`; callers retry from a fresh read.
+- Unique violations (alias, key ring) raise `AlreadyExists`; nothing else leaks driver errors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from hsmbridge.core.model import ImportToken, Key, KeyState, KeyVersion
+
+
+@dataclass(frozen=True, slots=True)
+class KeyQuery:
+    """Filters for listing keys; `None` means "any"."""
+
+    states: Sequence[KeyState] | None = None
+    extractable: bool | None = None
+    key_ring: str | None = None
+    limit: int = 200
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRing:
+    id: str
+    tenant: str
+    created_at: datetime | None
+    created_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstancePolicy:
+    policy_type: str
+    data: dict[str, Any]
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str
+
+
+class StoreReader(Protocol):
+    def get_key(self, tenant: str, key_id: str) -> Key | None: ...
+    def get_key_by_alias(self, tenant: str, alias: str) -> Key | None: ...
+    def list_keys(self, tenant: str, query: KeyQuery) -> list[Key]: ...
+    def count_keys(self, tenant: str, query: KeyQuery) -> int: ...
+    def get_version(self, tenant: str, version_id: str) -> KeyVersion | None: ...
+    def list_versions(self, tenant: str, key_id: str) -> list[KeyVersion]:
+        """Newest first (highest `number` first)."""
+        ...
+
+    def get_import_token(self, tenant: str) -> ImportToken | None: ...
+    def list_import_tokens_expired_before(self, when: datetime) -> list[ImportToken]:
+        """All tenants: the sweeper uses it to destroy expired keypairs in the HSM."""
+        ...
+
+    def list_key_rings(self, tenant: str) -> list[KeyRing]: ...
+    def get_instance_policies(self, tenant: str) -> list[InstancePolicy]: ...
+
+
+class StoreTransaction(StoreReader, Protocol):
+    def ensure_tenant(self, tenant: str, now: datetime) -> None: ...
+    def insert_key(self, key: Key, first_version: KeyVersion) -> None:
+        """Store a new key with its aliases and its first version."""
+        ...
+
+    def update_key(self, key: Key) -> None:
+        """Optimistic write of every mutable field (see module docstring). Aliases are not touched."""
+        ...
+
+    def add_version(self, version: KeyVersion) -> None: ...
+    def add_alias(self, tenant: str, key_id: str, alias: str) -> None: ...
+    def remove_alias(self, tenant: str, key_id: str, alias: str) -> bool: ...
+    def purge_key(self, tenant: str, key_id: str) -> None:
+        """Remove the key, its versions and aliases for good."""
+        ...
+
+    def put_import_token(self, token: ImportToken) -> ImportToken | None:
+        """Store the tenant's token, replacing (and returning) the previous one if any."""
+        ...
+
+    def update_import_token(self, token: ImportToken) -> None: ...
+    def delete_import_token(self, tenant: str, token_id: str) -> None: ...
+    def create_key_ring(self, ring: KeyRing) -> None: ...
+    def delete_key_ring(self, tenant: str, ring_id: str) -> None: ...
+    def put_instance_policy(self, tenant: str, policy: InstancePolicy) -> None: ...
+
+
+class Store(StoreReader, Protocol):
+    """Reads outside a transaction see committed data; writes need `transaction()`."""
+
+    def migrate(self) -> None:
+        """Apply pending schema migrations (idempotent)."""
+        ...
+
+    def schema_version(self) -> int: ...
+    def transaction(self) -> AbstractContextManager[StoreTransaction]: ...
+    def ping(self) -> None:
+        """Raise if the database does not answer (readiness)."""
+        ...
+
+    def close(self) -> None: ...
+
