@@ -22,8 +22,9 @@ Every layer raises these and only these; each boundary maps them exactly once:
 
 Why a `reason`: clients branch on machine-readable codes, not on prose. Reasons are the `Reason`
 enum (``KEY_NOT_FOUND``, ``INVALID_STATE``…); the REST boundary maps them to Key Protect's
-spelling, the gRPC boundary sends them as `google.rpc.ErrorInfo.reason`. Messages are for people and **must never contain key material**: every constructor takes
-only text the raiser wrote, and the HSM layer never interpolates buffers into messages.
+spelling, the gRPC boundary sends them as `google.rpc.ErrorInfo.reason`. Messages are for
+people and **must never contain key material**: every constructor takes only text the raiser
+wrote, and the HSM layer never interpolates buffers into messages.
 """
 
 from __future__ import annotations

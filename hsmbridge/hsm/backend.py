@@ -1,0 +1,591 @@
+"""`CryptoBackend` over any PKCS#11 module.
+
+Shape of the objects this creates on the token:
+
+- the **master KEK**: an AES-256 token object found by label, created only by `hsmbridge init`;
+- **import keypairs**: RSA token objects (`CKA_ID` = the import token's object id), because an
+  import token must survive a daemon restart until it expires; the public half is a session object
+  (the store keeps its DER);
+- **use keys**: root-key versions unwrapped under the KEK into non-extractable, sensitive *session*
+  objects owned by the login session, cached per process (`HandleCache`);
+- **transient keys** (generation, plain and secure import): session objects destroyed as soon as
+  they are wrapped under the KEK.
+
+Root keys leave the HSM only wrapped under the KEK (RFC 5649). Where the KEK is `CKA_TRUSTED`,
+transient keys carry `CKA_WRAP_WITH_TRUSTED` so no other key can wrap them. SoftHSM2 cannot give a
+user's private KEK `CKA_TRUSTED` (only the SO may set it, and the SO cannot see private objects),
+so there transient keys are extractable-but-sensitive for the microseconds before they are wrapped
+and destroyed; docs/hsm.md explains it.
+
+Every operation goes through `_run`, which maps CKRs once (hsm/errors.py), recovers (replace a
+dead session, reload stale handles, re-initialise a dead library with backoff) and retries once
+when the operation changes nothing persistent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import pkcs11
+from cryptography.hazmat.primitives import serialization
+from pkcs11 import MGF, Attribute, GCMParams, KeyType, Mechanism, ObjectClass
+
+from hsmbridge.core.backend import (
+    Capabilities,
+    HsmInfo,
+    ImportedKey,
+    KeyRef,
+    MaterialKind,
+    OaepHash,
+    wipe,
+)
+from hsmbridge.core.model import WrappedKey
+from hsmbridge.errors import (
+    HsmBridgeError,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    Reason,
+    Unsupported,
+)
+from hsmbridge.hsm import capabilities as capability_probe
+from hsmbridge.hsm.cache import CachedKey, HandleCache, cka_id_for, next_load_id
+from hsmbridge.hsm.errors import Recovery, recovery_for, to_domain
+from hsmbridge.hsm.library import Pkcs11Library
+from hsmbridge.hsm.oaep import oaep_decode
+from hsmbridge.hsm.pool import PooledSession, SessionPool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+KWP = Mechanism.AES_KEY_WRAP_PAD
+AES_LENGTHS = (16, 24, 32)
+IMPORT_LABEL_PREFIX = "hsmbridge-import-"
+_OAEP = {
+    OaepHash.SHA1: (Mechanism.SHA_1, MGF.SHA1, "sha1"),
+    OaepHash.SHA256: (Mechanism.SHA256, MGF.SHA256, "sha256"),
+}
+
+
+@dataclass(frozen=True)
+class Pkcs11Settings:
+    module: str
+    pin: str
+    token_label: str | None = "hsmbridge"
+    slot_id: int | None = None
+    kek_label: str = "hsmbridge-master-kek"
+    pool_size: int = 8
+    checkout_timeout: float = 5.0
+    cache_size: int = 1024
+    #: Decrypt RSA-OAEP-SHA256 imports with raw RSA in the HSM and decode OAEP here, for tokens
+    #: (SoftHSM2 2.6.1) that lack OAEP-SHA256. Off in production configs.
+    oaep_sha256_fallback: bool = False
+    #: IVs are drawn from the HSM's RNG in blocks of this many IVs.
+    iv_block: int = 1024
+
+    def __repr__(self) -> str:  # never print the PIN
+        return (
+            f"Pkcs11Settings(module={self.module!r}, token_label={self.token_label!r}, "
+            f"slot_id={self.slot_id})"
+        )
+
+
+class _HsmRandomBuffer:
+    """96-bit IVs from the HSM's RNG, fetched in blocks so the hot path makes no extra HSM call.
+
+    Each IV is handed out exactly once (the lock makes the slices disjoint); the buffer is never
+    shared across processes (workers are spawned, not forked).
+    """
+
+    def __init__(self, fetch: Callable[[int], bytes], block: int) -> None:
+        self._fetch = fetch
+        self._block = block * 12
+        self._buf = b""
+        self._pos = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bytes:
+        with self._lock:
+            if self._pos + 12 > len(self._buf):
+                self._buf = self._fetch(self._block)
+                self._pos = 0
+            iv = self._buf[self._pos : self._pos + 12]
+            self._pos += 12
+            return iv
+
+
+class Pkcs11Backend:
+    def __init__(self, settings: Pkcs11Settings, *, create_kek: bool = False) -> None:
+        self.settings = settings
+        self.library = Pkcs11Library.load(settings.module)
+        self.pool = SessionPool(
+            self.library,
+            token_label=settings.token_label,
+            slot_id=settings.slot_id,
+            pin=settings.pin,
+            size=settings.pool_size,
+            checkout_timeout=settings.checkout_timeout,
+        )
+        self.cache = HandleCache(settings.cache_size)
+        self._login_kek: Any = None
+        self._login_generation = -1
+        self._ensure_kek(create=create_kek)
+        with self.pool.checkout() as pooled:
+            self._capabilities = capability_probe.probe(
+                pooled.session, self._kek(pooled), oaep_sha256_fallback=settings.oaep_sha256_fallback
+            )
+        self._check_capabilities()
+        self._ivs = _HsmRandomBuffer(self.random, settings.iv_block)
+        log.info("HSM capabilities: %s", self._capabilities.as_dict())
+        if self._capabilities.oaep_sha256_available and not self._capabilities.rsa_oaep_sha256:
+            log.warning(
+                "RSA-OAEP-SHA256 imports use the software OAEP-decoding fallback (raw RSA in the HSM): "
+                "acceptable for development on SoftHSM2, disable `hsm.oaep_sha256_fallback` in production"
+            )
+
+    # -- set-up --------------------------------------------------------------------------------
+
+    def _kek_template(self) -> dict[Attribute, Any]:
+        return {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: self.settings.kek_label}
+
+    def _ensure_kek(self, *, create: bool) -> None:
+        with self.pool.checkout() as pooled:
+            found = list(pooled.session.get_objects(self._kek_template()))
+            if len(found) > 1:
+                raise InvalidInput(f"several objects are labelled {self.settings.kek_label!r} on the token")
+            if found:
+                return
+            if not create:
+                raise NotFound(
+                    f"master KEK {self.settings.kek_label!r} not found on the token; "
+                    "create it with `hsmbridge init`",
+                    reason=Reason.NOT_FOUND,
+                )
+            pooled.session.generate_key(
+                KeyType.AES,
+                256,
+                label=self.settings.kek_label,
+                store=True,
+                template={
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.WRAP: True,
+                    Attribute.UNWRAP: True,
+                    Attribute.ENCRYPT: False,
+                    Attribute.DECRYPT: False,
+                    Attribute.MODIFIABLE: False,
+                },
+            )
+            log.info("created master KEK %r on the token", self.settings.kek_label)
+
+    def _check_capabilities(self) -> None:
+        caps = self._capabilities
+        missing = [
+            name
+            for name, ok in (("AES-GCM", caps.aes_gcm), ("AES key wrap with padding", caps.aes_key_wrap_pad))
+            if not ok
+        ]
+        if missing:
+            raise Unsupported(f"the token cannot do {', '.join(missing)}, which hsmbridge requires")
+
+    def _kek(self, pooled: PooledSession) -> Any:
+        if pooled.kek is None:
+            pooled.kek = pooled.session.get_key(
+                object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label
+            )
+        return pooled.kek
+
+    def _transient_template(self, *, decrypt: bool = False) -> dict[Attribute, Any]:
+        """Keys that exist only to be wrapped under the KEK (and, on import, to open the nonce)."""
+        return {
+            Attribute.TOKEN: False,
+            Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: True,
+            Attribute.WRAP_WITH_TRUSTED: self._capabilities.trusted_kek,
+            Attribute.DECRYPT: decrypt,
+            Attribute.ENCRYPT: False,
+        }
+
+    # -- the retry/recovery loop ---------------------------------------------------------------
+
+    def _run(self, operation: str, fn: Callable[[PooledSession], T], *, retry_safe: bool = True) -> T:
+        for attempt in (1, 2):
+            with self.pool.checkout() as pooled:
+                try:
+                    return fn(pooled)
+                except pkcs11.PKCS11Error as exc:
+                    recovery = recovery_for(exc)
+                    if attempt == 2 or recovery is Recovery.NONE or not retry_safe:
+                        raise to_domain(exc, operation) from None
+                    log.warning(
+                        "%s failed (%s): recovering by %s", operation, type(exc).__name__, recovery.value
+                    )
+                    self._recover(recovery, pooled)
+        raise AssertionError("unreachable")
+
+    def _recover(self, recovery: Recovery, pooled: PooledSession) -> None:
+        if recovery is Recovery.REPLACE_SESSION:
+            self.pool.replace(pooled)
+        elif recovery is Recovery.RELOAD_OBJECT:
+            pooled.keys.clear()
+            pooled.kek = None
+            with self.pool.login_lock:
+                self._login_kek = None
+                self._destroy_cached(self.cache.clear())
+        elif recovery is Recovery.REINITIALIZE:
+            self.pool.replace(pooled)
+            seen = self.pool.generation
+            try:
+                self.library.reinitialize(seen)
+            except HsmBridgeError:
+                raise
+            self.pool.rebuild()
+            self.cache.clear()  # the objects died with the old generation
+            self._login_kek = None
+
+    # -- cached use keys -------------------------------------------------------------------------
+
+    def _use_key(self, pooled: PooledSession, ref: KeyRef) -> Any:
+        entry = self.cache.get(ref.version_id)
+        if entry is None:
+            entry = self._load(ref)
+        obj = pooled.keys.get(entry.load_id)
+        if obj is None:
+            if len(pooled.keys) > 2 * self.cache.capacity:
+                pooled.keys.clear()
+            obj = pooled.session.get_key(object_class=ObjectClass.SECRET_KEY, id=entry.cka_id)
+            pooled.keys[entry.load_id] = obj
+        return obj
+
+    def _load(self, ref: KeyRef) -> CachedKey:
+        with self.pool.login_lock:
+            entry = self.cache.peek(ref.version_id)
+            if entry is not None:
+                return entry
+            if self._login_kek is None or self._login_generation != self.pool.generation:
+                self._login_kek = self.pool.login.get_key(
+                    object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label
+                )
+                self._login_generation = self.pool.generation
+            load_id = next_load_id()
+            obj = self._login_kek.unwrap_key(
+                ObjectClass.SECRET_KEY,
+                KeyType.AES,
+                ref.wrapped.blob,
+                mechanism=KWP,
+                store=False,
+                template={
+                    Attribute.ID: cka_id_for(load_id),
+                    Attribute.TOKEN: False,
+                    Attribute.PRIVATE: False,
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.ENCRYPT: True,
+                    Attribute.DECRYPT: True,
+                    Attribute.WRAP: False,
+                    Attribute.UNWRAP: False,
+                },
+            )
+            entry = CachedKey(ref.version_id, load_id, obj)
+            self._destroy_cached(self.cache.put(entry))
+            return entry
+
+    def _destroy_cached(self, entries: Sequence[CachedKey]) -> None:
+        """Destroy evicted objects; caller holds the login lock (they belong to the login session)."""
+        for entry in entries:
+            # already gone (re-initialised library, closed session) is fine
+            with contextlib.suppress(pkcs11.PKCS11Error):
+                entry.obj.destroy()
+
+    def evict(self, version_ids: Sequence[str]) -> None:
+        with self.pool.login_lock:
+            self._destroy_cached([e for v in version_ids if (e := self.cache.pop(v)) is not None])
+
+    # -- CryptoBackend: info ---------------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    def info(self) -> HsmInfo:
+        token = self.pool.token
+        lib = self.library.info
+        return HsmInfo(
+            library_path=self.settings.module,
+            manufacturer=lib["manufacturer"],
+            library_description=lib["library_description"],
+            library_version=lib["library_version"],
+            token_label=token.label,
+            token_serial=token.serial.decode() if isinstance(token.serial, bytes) else str(token.serial),
+            token_model=token.model,
+            kek_label=self.settings.kek_label,
+            session_pool_size=self.pool.size,
+            capabilities=self._capabilities,
+        )
+
+    def random(self, length: int) -> bytes:
+        return self._run("generate-random", lambda p: bytes(p.session.generate_random(length * 8)))
+
+    # -- CryptoBackend: material ----------------------------------------------------------------
+
+    def _wrap(self, pooled: PooledSession, obj: Any, length: int) -> WrappedKey:
+        blob = self._kek(pooled).wrap_key(obj, mechanism=KWP)
+        return WrappedKey(blob=bytes(blob), length=length, kek_label=self.settings.kek_label)
+
+    def generate_key(self, kind: MaterialKind, length: int) -> WrappedKey:
+        if kind is MaterialKind.SECRET:
+            material = bytearray(self.random(length))
+            try:
+                return self.wrap_material(kind, material)
+            finally:
+                wipe(material)
+        if length not in AES_LENGTHS:
+            raise InvalidInput("AES keys are 16, 24 or 32 bytes", reason=Reason.INVALID_FIELD)
+
+        def op(pooled: PooledSession) -> WrappedKey:
+            obj = pooled.session.generate_key(
+                KeyType.AES, length * 8, store=False, template=self._transient_template()
+            )
+            try:
+                return self._wrap(pooled, obj, length)
+            finally:
+                obj.destroy()
+
+        return self._run("generate-key", op)
+
+    def wrap_material(self, kind: MaterialKind, material: bytes | bytearray) -> WrappedKey:
+        if kind is MaterialKind.AES and len(material) not in AES_LENGTHS:
+            raise InvalidInput(
+                "root key material must be 16, 24 or 32 bytes", reason=Reason.INVALID_FIELD, target="payload"
+            )
+        if not material:
+            raise InvalidInput("key material is empty", reason=Reason.INVALID_FIELD, target="payload")
+        key_type = KeyType.AES if kind is MaterialKind.AES else KeyType.GENERIC_SECRET
+
+        def op(pooled: PooledSession) -> WrappedKey:
+            obj = pooled.session.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.SECRET_KEY,
+                    Attribute.KEY_TYPE: key_type,
+                    Attribute.VALUE: bytes(material),
+                    **self._transient_template(),
+                }
+            )
+            try:
+                return self._wrap(pooled, obj, len(material))
+            finally:
+                obj.destroy()
+
+        return self._run("wrap-material", op)
+
+    def reveal_secret(self, wrapped: WrappedKey) -> bytearray:
+        def op(pooled: PooledSession) -> bytearray:
+            obj = self._kek(pooled).unwrap_key(
+                ObjectClass.SECRET_KEY,
+                KeyType.GENERIC_SECRET,
+                wrapped.blob,
+                mechanism=KWP,
+                store=False,
+                template={Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
+            )
+            try:
+                value = bytearray(obj[Attribute.VALUE])
+            finally:
+                obj.destroy()
+            # SoftHSM2 keeps RFC 5649 padding on generic secrets: the stored length is the truth.
+            if len(value) < wrapped.length or any(value[wrapped.length :]):
+                wipe(value)
+                raise IntegrityError("stored key material failed its length check")
+            secret = value[: wrapped.length]
+            wipe(value)
+            return secret
+
+        return self._run("reveal-secret", op)
+
+    # -- CryptoBackend: envelope -----------------------------------------------------------------
+
+    def gcm_encrypt(self, key: KeyRef, plaintext: bytes | bytearray, aad: bytes) -> tuple[bytes, bytes]:
+        iv = self._ivs.take()
+        params = GCMParams(iv, aad)
+        data = bytes(plaintext)
+
+        def op(pooled: PooledSession) -> bytes:
+            return self._use_key(pooled, key).encrypt(
+                data, mechanism=Mechanism.AES_GCM, mechanism_param=params
+            )
+
+        return iv, self._run("gcm-encrypt", op)
+
+    def gcm_decrypt(self, key: KeyRef, iv: bytes, ciphertext: bytes, aad: bytes) -> bytearray:
+        if len(iv) != 12 or len(ciphertext) < 16:
+            raise IntegrityError("the ciphertext could not be authenticated")
+        params = GCMParams(iv, aad)
+
+        def op(pooled: PooledSession) -> bytearray:
+            obj = self._use_key(pooled, key)
+            try:
+                return bytearray(obj.decrypt(ciphertext, mechanism=Mechanism.AES_GCM, mechanism_param=params))
+            except pkcs11.PKCS11Error as exc:
+                if recovery_for(exc) is not Recovery.NONE:
+                    raise
+                raise to_domain(exc, "gcm-decrypt", verifying=True) from None
+
+        return self._run("gcm-decrypt", op)
+
+    # -- CryptoBackend: import tokens ------------------------------------------------------------
+
+    def create_import_keypair(self, object_id: str, bits: int) -> bytes:
+        if bits not in (2048, 3072, 4096):
+            raise InvalidInput("import keys are RSA 2048, 3072 or 4096 bits", reason=Reason.INVALID_FIELD)
+        fallback = self._capabilities.oaep_sha256_fallback and self._capabilities.rsa_x509
+
+        def op(pooled: PooledSession) -> bytes:
+            pub, _priv = pooled.session.generate_keypair(
+                KeyType.RSA,
+                bits,
+                id=object_id.encode(),
+                label=IMPORT_LABEL_PREFIX + object_id,
+                store=True,
+                public_template={Attribute.TOKEN: False, Attribute.ENCRYPT: True, Attribute.WRAP: True},
+                private_template={
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.SENSITIVE: True,
+                    Attribute.EXTRACTABLE: False,
+                    Attribute.UNWRAP: True,
+                    Attribute.SIGN: False,
+                    # raw-RSA decryption only where the OAEP-SHA256 fallback is enabled
+                    Attribute.DECRYPT: fallback,
+                },
+            )
+            try:
+                return capability_probe._public_key(pub).public_bytes(
+                    serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            finally:
+                pub.destroy()
+
+        # Not retried: a half-done keygen may have left a token object; the caller cleans up by id.
+        return self._run("create-import-keypair", op, retry_safe=False)
+
+    def _import_private_key(self, pooled: PooledSession, object_id: str) -> Any:
+        try:
+            return pooled.session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=object_id.encode())
+        except pkcs11.NoSuchKey:
+            raise NotFound(
+                "the import token's key is no longer on the HSM", reason=Reason.IMPORT_TOKEN_NOT_FOUND
+            ) from None
+
+    def destroy_import_keypair(self, object_id: str) -> None:
+        def op(pooled: PooledSession) -> None:
+            for obj in list(pooled.session.get_objects({Attribute.ID: object_id.encode()})):
+                obj.destroy()
+
+        self._run("destroy-import-keypair", op)
+
+    def import_key(
+        self,
+        object_id: str,
+        encrypted_key: bytes,
+        oaep_hash: OaepHash,
+        iv: bytes,
+        encrypted_nonce: bytes,
+    ) -> ImportedKey:
+        caps = self._capabilities
+        native = (oaep_hash is OaepHash.SHA1 and caps.rsa_oaep_sha1) or (
+            oaep_hash is OaepHash.SHA256 and caps.rsa_oaep_sha256
+        )
+        if not native and not (oaep_hash is OaepHash.SHA256 and caps.oaep_sha256_available):
+            raise Unsupported(f"the HSM cannot unwrap RSA-OAEP with {oaep_hash.value.upper()}")
+        if len(iv) != 12:
+            raise InvalidInput("the IV must be 12 bytes", reason=Reason.INCORRECT_NONCE_IV, target="iv")
+
+        def op(pooled: PooledSession) -> ImportedKey:
+            private = self._import_private_key(pooled, object_id)
+            try:
+                key = (
+                    self._oaep_unwrap(private, encrypted_key, oaep_hash)
+                    if native
+                    else self._raw_rsa_unwrap(pooled, private, encrypted_key)
+                )
+            except pkcs11.PKCS11Error as exc:
+                if recovery_for(exc) is not Recovery.NONE:
+                    raise
+                raise IntegrityError(
+                    "the encrypted key could not be decrypted with the import token"
+                ) from None
+            try:
+                try:
+                    nonce = bytes(
+                        key.decrypt(
+                            encrypted_nonce, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(iv)
+                        )
+                    )
+                except pkcs11.PKCS11Error as exc:
+                    if recovery_for(exc) is not Recovery.NONE:
+                        raise
+                    # Also what an AES key of a length other than 16/24/32 gets: GCM refuses it.
+                    raise IntegrityError(
+                        "the encrypted nonce does not open with the imported key and IV",
+                        reason=Reason.INCORRECT_NONCE_IV,
+                    ) from None
+                blob = bytes(self._kek(pooled).wrap_key(key, mechanism=KWP))
+                # SoftHSM2 leaves CKA_VALUE_LEN at 0 on unwrapped keys; for 16/24/32-byte keys the
+                # RFC 5649 output is exactly 8 bytes longer than the key.
+                length = len(blob) - 8
+                if length not in AES_LENGTHS:
+                    raise IntegrityError("the encrypted key could not be decrypted with the import token")
+                wrapped = WrappedKey(blob=blob, length=length, kek_label=self.settings.kek_label)
+                return ImportedKey(wrapped, nonce)
+            finally:
+                key.destroy()
+
+        return self._run("import-key", op)
+
+    def _oaep_unwrap(self, private: Any, encrypted_key: bytes, oaep_hash: OaepHash) -> Any:
+        mech, mgf, _ = _OAEP[oaep_hash]
+        return private.unwrap_key(
+            ObjectClass.SECRET_KEY,
+            KeyType.AES,
+            encrypted_key,
+            mechanism=Mechanism.RSA_PKCS_OAEP,
+            mechanism_param=(mech, mgf, None),
+            store=False,
+            template=self._transient_template(decrypt=True),
+        )
+
+    def _raw_rsa_unwrap(self, pooled: PooledSession, private: Any, encrypted_key: bytes) -> Any:
+        """The documented OAEP-SHA256 fallback: raw RSA in the HSM, constant-time OAEP here."""
+        k = len(private[Attribute.MODULUS])
+        if len(encrypted_key) != k:
+            raise IntegrityError("the encrypted key could not be decrypted with the import token")
+        em = bytearray(private.decrypt(encrypted_key, mechanism=Mechanism.RSA_X_509).rjust(k, b"\x00"))
+        try:
+            material = oaep_decode(em, k=k, hash_name="sha256")
+        finally:
+            wipe(em)
+        try:
+            if len(material) not in AES_LENGTHS:
+                raise IntegrityError("the encrypted key could not be decrypted with the import token")
+            return pooled.session.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.SECRET_KEY,
+                    Attribute.KEY_TYPE: KeyType.AES,
+                    Attribute.VALUE: bytes(material),
+                    **self._transient_template(decrypt=True),
+                }
+            )
+        finally:
+            wipe(material)
+
+    def close(self) -> None:
+        with self.pool.login_lock:
+            self._destroy_cached(self.cache.clear())
+        self.pool.close()

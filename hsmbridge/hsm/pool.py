@@ -1,0 +1,236 @@
+"""A bounded pool of PKCS#11 sessions around one long-lived logged-in session.
+
+Login in PKCS#11 is per application, not per session, and python-pkcs11's `Session.close()` on
+the session that logged in does `C_Logout`: every other session is logged out and the session
+objects it created die. So the pool opens one *login session* with the PIN and never closes it
+while serving, and opens its worker sessions without a PIN (they inherit the login).
+
+The login session also owns the cached, unwrapped root-key objects (see `backend.py`): session
+objects die with the session that created them, and the login session is the only one that lives
+as long as the process serves. Calls on it are serialised by `login_lock` (PKCS#11 forbids two
+concurrent operations on one session).
+
+After the library is re-initialised (`Pkcs11Library.generation` moved on), every handle is dead:
+the next checkout rebuilds the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import pkcs11
+from pkcs11 import exceptions as p11
+
+from hsmbridge.errors import HsmUnavailable, NotFound, Reason
+from hsmbridge.hsm.library import Pkcs11Library
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class PooledSession:
+    """A worker session plus what it has looked up, which dies with it."""
+
+    session: Any
+    generation: int
+    #: cached-key load id → that key's object as seen from this session
+    keys: dict[int, Any] = field(default_factory=dict)
+    kek: Any = None
+    broken: bool = False
+
+
+@dataclass
+class PoolStats:
+    size: int
+    open: int
+    in_use: int
+    waits: int
+    wait_seconds: float
+    replaced: int
+    rebuilds: int
+
+
+class SessionPool:
+    def __init__(
+        self,
+        library: Pkcs11Library,
+        *,
+        token_label: str | None,
+        slot_id: int | None,
+        pin: str,
+        size: int,
+        checkout_timeout: float,
+    ) -> None:
+        if size < 1:
+            raise ValueError("the session pool needs at least one session")
+        self._library = library
+        self._token_label = token_label
+        self._slot_id = slot_id
+        self._pin = pin
+        self.size = size
+        self.checkout_timeout = checkout_timeout
+        self._cond = threading.Condition(threading.Lock())
+        self._idle: list[PooledSession] = []
+        self._open = 0
+        self._in_use = 0
+        self._waits = 0
+        self._wait_seconds = 0.0
+        self._replaced = 0
+        self._rebuilds = 0
+        self._closed = False
+        self.login_lock = threading.RLock()
+        self.token = self._find_token()
+        self.generation = library.generation
+        self.login: Any = None
+        self._open_login()
+
+    # -- token and login -----------------------------------------------------------------------
+
+    def _find_token(self) -> Any:
+        try:
+            if self._slot_id is not None:
+                for slot in self._library.lib.get_slots(token_present=True):
+                    if slot.slot_id == self._slot_id:
+                        return slot.get_token()
+                raise NotFound(f"no token present in PKCS#11 slot {self._slot_id}")
+            return self._library.lib.get_token(token_label=self._token_label)
+        except p11.NoSuchToken:
+            raise NotFound(
+                f"no PKCS#11 token labelled {self._token_label!r}; run `hsmbridge init` or check "
+                "`hsm.token_label`"
+            ) from None
+        except p11.MultipleTokensReturned:
+            raise NotFound(
+                f"several tokens labelled {self._token_label!r}; select one by `hsm.slot`"
+            ) from None
+
+    def _open_login(self) -> None:
+        try:
+            self.login = self.token.open(rw=True, user_pin=self._pin)
+        except p11.UserAlreadyLoggedIn:
+            # Another pool in this process (tests, `hsm-info` inside a server) holds the login.
+            self.login = self.token.open(rw=True)
+        except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
+            raise HsmUnavailable(
+                "HSM login failed: the PIN was refused; check `hsm.pin_file` / HSMBRIDGE_HSM_PIN"
+            ) from None
+        except p11.PinLocked:
+            raise HsmUnavailable("HSM login failed: the user PIN is locked") from None
+
+    # -- checkout ------------------------------------------------------------------------------
+
+    @contextmanager
+    def checkout(self, timeout: float | None = None) -> Iterator[PooledSession]:
+        pooled = self._acquire(self.checkout_timeout if timeout is None else timeout)
+        try:
+            yield pooled
+        finally:
+            self._release(pooled)
+
+    def _acquire(self, timeout: float) -> PooledSession:
+        if self._library.generation != self.generation:
+            self.rebuild()
+        with self._cond:
+            if self._closed:
+                raise HsmUnavailable("the HSM session pool is closed")
+            if not self._idle and self._open >= self.size:
+                self._waits += 1
+                started = time.monotonic()
+                deadline = started + timeout
+                while not self._idle and self._open >= self.size:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closed:
+                        self._wait_seconds += time.monotonic() - started
+                        raise HsmUnavailable(
+                            f"no HSM session became free within {timeout:.1f}s",
+                            reason=Reason.RESOURCE_EXHAUSTED,
+                        )
+                    self._cond.wait(remaining)
+                self._wait_seconds += time.monotonic() - started
+            if self._idle:
+                pooled = self._idle.pop()
+                self._in_use += 1
+                return pooled
+            self._open += 1
+            self._in_use += 1
+        try:
+            return PooledSession(self.token.open(rw=True), self.generation)
+        except BaseException:
+            with self._cond:
+                self._open -= 1
+                self._in_use -= 1
+                self._cond.notify()
+            raise
+
+    def _release(self, pooled: PooledSession) -> None:
+        stale = pooled.broken or pooled.generation != self.generation
+        with self._cond:
+            self._in_use -= 1
+            if stale or self._closed:
+                self._open -= 1
+            else:
+                self._idle.append(pooled)
+            self._cond.notify()
+        if stale:
+            self._close_quietly(pooled.session)
+
+    def replace(self, pooled: PooledSession) -> None:
+        """Mark a session dead (CKR_SESSION_HANDLE_INVALID/CLOSED); release() drops it."""
+        pooled.broken = True
+        self._replaced += 1
+
+    def rebuild(self) -> None:
+        """All handles died with the library: drop every idle session and log in again."""
+        with self.login_lock:
+            if self._library.generation == self.generation:
+                return
+            with self._cond:
+                idle, self._idle = self._idle, []
+                self._open -= len(idle)
+                self.generation = self._library.generation
+            self._rebuilds += 1
+            # The old sessions are gone with the old generation; closing them would only error.
+            self.token = self._find_token()
+            self._open_login()
+            log.warning("HSM session pool rebuilt after re-initialisation (generation %d)", self.generation)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    @staticmethod
+    def _close_quietly(session: Any) -> None:
+        with suppress(pkcs11.PKCS11Error):
+            session.close()
+
+    def stats(self) -> PoolStats:
+        with self._cond:
+            return PoolStats(
+                self.size,
+                self._open,
+                self._in_use,
+                self._waits,
+                self._wait_seconds,
+                self._replaced,
+                self._rebuilds,
+            )
+
+    def close(self) -> None:
+        """Close workers, then the login session last (its close logs the whole process out)."""
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._cond.notify_all()
+        for pooled in idle:
+            self._close_quietly(pooled.session)
+        with self.login_lock:
+            # A login session we did not log in with was opened without a PIN: python-pkcs11
+            # closes it without C_Logout, so the pool that owns the login keeps it.
+            if self.login is not None and self._library.generation == self.generation:
+                self._close_quietly(self.login)
+            self.login = None
