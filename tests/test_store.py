@@ -1,0 +1,826 @@
+"""The store contract (hsmbridge/core/store/base.py), written once and run against every backend.
+
+The `store` fixture is parametrised over backends; a PostgreSQL backend joins by adding a
+parameter to `BACKENDS` (skipping when no database is configured). Tests that depend on a
+backend's own mechanics (a file surviving reopen, SQLite pragmas) say so in their names.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from hsmbridge.core.model import (
+    DEFAULT_KEY_RING,
+    DualAuthDelete,
+    ImportToken,
+    Key,
+    KeyState,
+    KeyVersion,
+    RotationPolicy,
+    WrappedKey,
+)
+from hsmbridge.core.store import migrate as migrations
+from hsmbridge.core.store.base import InstancePolicy, KeyQuery, KeyRing, Store
+from hsmbridge.core.store.sqlite import SqliteStore
+from hsmbridge.errors import AlreadyExists, Conflict, InternalError, InvalidInput, NotFound, Reason
+
+T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+TENANT = "tenant-a"
+OTHER = "tenant-b"
+
+
+# --- backends ----------------------------------------------------------------------------------
+
+
+def _sqlite_file(tmp_path: Path) -> Store:
+    return SqliteStore(tmp_path / "store.db")
+
+
+def _sqlite_memory(tmp_path: Path) -> Store:
+    return SqliteStore(":memory:")
+
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {
+    "sqlite-file": _sqlite_file,
+    "sqlite-memory": _sqlite_memory,
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A migrated, empty store with TENANT and OTHER registered."""
+    s = BACKENDS[request.param](tmp_path)
+    s.migrate()
+    with s.transaction() as tx:
+        tx.ensure_tenant(TENANT, T0)
+        tx.ensure_tenant(OTHER, T0)
+    yield s
+    s.close()
+
+
+# --- builders ----------------------------------------------------------------------------------
+
+
+def make_key(key_id: str | None = None, *, tenant: str = TENANT, **fields: object) -> tuple[Key, KeyVersion]:
+    """A key and its first version, consistent with each other."""
+    key_id = key_id or str(uuid.uuid4())
+    version = KeyVersion(
+        id=f"{key_id}-v1",
+        key_id=key_id,
+        tenant=tenant,
+        number=1,
+        created_at=T0,
+        wrapped=WrappedKey(blob=b"\x00wrapped\xff" + key_id.encode(), length=32, kek_label="kek-1"),
+    )
+    key = Key(
+        id=key_id,
+        tenant=tenant,
+        name=f"name-{key_id}",
+        extractable=False,
+        imported=False,
+        state=KeyState.ACTIVE,
+        created_at=T0,
+        created_by="alice",
+        updated_at=T0,
+        current_version_id=version.id,
+    )
+    return replace(key, **fields), version  # type: ignore[arg-type]
+
+
+def insert(store: Store, key_id: str | None = None, *, tenant: str = TENANT, **fields: object) -> Key:
+    key, version = make_key(key_id, tenant=tenant, **fields)
+    with store.transaction() as tx:
+        tx.insert_key(key, version)
+    return key
+
+
+def make_token(
+    tenant: str = TENANT, *, token_id: str | None = None, expires_at: datetime | None = None
+) -> ImportToken:
+    return ImportToken(
+        id=token_id or str(uuid.uuid4()),
+        tenant=tenant,
+        created_at=T0,
+        expires_at=expires_at or T0 + timedelta(minutes=10),
+        max_retrievals=3,
+        remaining_retrievals=3,
+        nonce=b"\x01\x02nonce",
+        key_bits=4096,
+        public_key_der=b"0\x82\x02\x22der",
+        hsm_object_id=f"obj-{tenant}",
+        created_by="bob",
+    )
+
+
+# --- round trips -------------------------------------------------------------------------------
+
+
+def test_a_key_with_every_field_set_round_trips(store: Store) -> None:
+    key, version = make_key(
+        "k1",
+        name="payroll",
+        description="wraps payroll DEKs",
+        extractable=True,
+        imported=True,
+        state=KeyState.SUSPENDED,
+        bit_length=128,
+        aliases=["first", "second"],
+        expires_at=T0 + timedelta(days=365),
+        last_rotated_at=T0 + timedelta(days=1),
+        state_changed_at=T0 + timedelta(days=2),
+        deleted_at=T0 + timedelta(days=3),
+        deleted_by="carol",
+        state_before_delete=KeyState.DEACTIVATED,
+        dual_auth=DualAuthDelete(enabled=True, set_by="dave", expires_at=T0 + timedelta(days=7)),
+        rotation=RotationPolicy(enabled=True, interval_month=3),
+        revision=1,
+    )
+    with store.transaction() as tx:
+        tx.insert_key(key, version)
+
+    assert store.get_key(TENANT, "k1") == key
+    assert store.get_version(TENANT, version.id) == version
+
+
+def test_absent_and_disabled_rotation_policies_stay_distinct(store: Store) -> None:
+    insert(store, "none", rotation=None)
+    insert(store, "off", rotation=RotationPolicy(enabled=False, interval_month=None))
+
+    assert store.get_key(TENANT, "none").rotation is None  # type: ignore[union-attr]
+    assert store.get_key(TENANT, "off").rotation == RotationPolicy(False, None)  # type: ignore[union-attr]
+
+
+def test_datetimes_come_back_as_the_same_instant_in_utc(store: Store) -> None:
+    tokyo = timezone(timedelta(hours=9))
+    created = datetime(2024, 1, 2, 3, 4, 5, 678901, tzinfo=tokyo)
+    insert(store, "k1", created_at=created, updated_at=created)
+
+    got = store.get_key(TENANT, "k1")
+    assert got is not None
+    assert got.created_at == created
+    assert got.created_at.tzinfo is not None and got.created_at.utcoffset() == timedelta(0)
+    assert got.created_at.microsecond == 678901
+
+
+def test_naive_datetimes_are_refused_rather_than_guessed(store: Store) -> None:
+    key, version = make_key("k1", expires_at=datetime(2030, 1, 1))
+    with pytest.raises(InternalError), store.transaction() as tx:
+        tx.insert_key(key, version)
+    assert store.get_key(TENANT, "k1") is None
+
+
+def test_versions_round_trip_and_list_newest_first(store: Store) -> None:
+    key = insert(store, "k1")
+    v2 = KeyVersion(
+        "k1-v2", "k1", TENANT, 2, T0 + timedelta(hours=2), WrappedKey(b"b2", 24, "kek-2", "AES_KEY_WRAP")
+    )
+    v3 = KeyVersion("k1-v3", "k1", TENANT, 3, T0 + timedelta(hours=3), WrappedKey(b"b3", 32, "kek-2"))
+    with store.transaction() as tx:
+        tx.add_version(v3)
+        tx.add_version(v2)
+
+    versions = store.list_versions(TENANT, "k1")
+    assert [v.number for v in versions] == [3, 2, 1]
+    assert versions[0] == v3 and versions[1] == v2
+    assert versions[2].id == key.current_version_id
+    assert store.get_version(TENANT, "k1-v2") == v2
+    assert store.get_version(TENANT, "missing") is None
+
+
+def test_a_rotation_is_a_new_version_plus_a_key_update(store: Store) -> None:
+    key = insert(store, "k1")
+    v2 = KeyVersion("k1-v2", "k1", TENANT, 2, T0 + timedelta(hours=2), WrappedKey(b"b2", 32, "kek-1"))
+    with store.transaction() as tx:
+        tx.add_version(v2)
+        key.current_version_id = v2.id
+        key.last_rotated_at = v2.created_at
+        tx.update_key(key)
+
+    got = store.get_key(TENANT, "k1")
+    assert got is not None
+    assert got.current_version_id == "k1-v2"
+    assert got.last_rotated_at == v2.created_at
+
+
+def test_a_version_number_taken_concurrently_is_a_conflict(store: Store) -> None:
+    insert(store, "k1")
+    racer = KeyVersion("k1-other", "k1", TENANT, 1, T0, WrappedKey(b"x", 32, "kek-1"))
+    with pytest.raises(Conflict) as err, store.transaction() as tx:
+        tx.add_version(racer)
+    assert err.value.reason == Reason.CONCURRENT_UPDATE
+
+
+def test_a_version_for_a_missing_key_is_not_found(store: Store) -> None:
+    orphan = KeyVersion("v", "nope", TENANT, 1, T0, WrappedKey(b"x", 32, "kek-1"))
+    with pytest.raises(NotFound) as err, store.transaction() as tx:
+        tx.add_version(orphan)
+    assert err.value.reason == Reason.KEY_NOT_FOUND
+
+
+def test_import_token_round_trips_and_updates(store: Store) -> None:
+    token = make_token()
+    with store.transaction() as tx:
+        assert tx.put_import_token(token) is None
+    assert store.get_import_token(TENANT) == token
+
+    token.remaining_retrievals = 2
+    with store.transaction() as tx:
+        tx.update_import_token(token)
+    assert store.get_import_token(TENANT) == token
+
+    with store.transaction() as tx:
+        tx.delete_import_token(TENANT, token.id)
+    assert store.get_import_token(TENANT) is None
+
+
+def test_updating_a_missing_import_token_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound) as err, store.transaction() as tx:
+        tx.update_import_token(make_token())
+    assert err.value.reason == Reason.IMPORT_TOKEN_NOT_FOUND
+
+
+def test_deleting_a_token_that_was_already_replaced_leaves_the_new_one(store: Store) -> None:
+    old, new = make_token(token_id="old"), make_token(token_id="new")
+    with store.transaction() as tx:
+        tx.put_import_token(old)
+        tx.put_import_token(new)
+    with store.transaction() as tx:
+        tx.delete_import_token(TENANT, "old")  # the sweeper, late
+    assert store.get_import_token(TENANT) == new
+
+
+def test_a_new_import_token_replaces_and_returns_the_old_one(store: Store) -> None:
+    first, second = make_token(token_id="first"), make_token(token_id="second")
+    with store.transaction() as tx:
+        assert tx.put_import_token(first) is None
+    with store.transaction() as tx:
+        assert tx.put_import_token(second) == first
+    assert store.get_import_token(TENANT) == second
+
+
+def test_a_rolled_back_token_replacement_keeps_the_old_token(store: Store) -> None:
+    first = make_token(token_id="first")
+    with store.transaction() as tx:
+        tx.put_import_token(first)
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.put_import_token(make_token(token_id="second"))
+        raise RuntimeError("HSM keypair generation failed")
+    assert store.get_import_token(TENANT) == first
+
+
+def test_expired_tokens_are_listed_across_tenants_strictly_before_the_cutoff(store: Store) -> None:
+    cutoff = T0 + timedelta(hours=1)
+    with store.transaction() as tx:
+        tx.put_import_token(make_token(TENANT, token_id="a", expires_at=cutoff - timedelta(minutes=5)))
+        tx.put_import_token(make_token(OTHER, token_id="b", expires_at=cutoff - timedelta(minutes=10)))
+        tx.ensure_tenant("tenant-c", T0)
+        tx.put_import_token(make_token("tenant-c", token_id="c", expires_at=cutoff))
+
+    expired = store.list_import_tokens_expired_before(cutoff)
+    assert [t.id for t in expired] == ["b", "a"]
+    assert store.list_import_tokens_expired_before(T0) == []
+
+
+def test_key_rings_round_trip_and_every_tenant_starts_with_the_default_ring(store: Store) -> None:
+    ring = KeyRing(id="payments", tenant=TENANT, created_at=T0, created_by="erin")
+    with store.transaction() as tx:
+        tx.create_key_ring(ring)
+
+    rings = store.list_key_rings(TENANT)
+    assert [r.id for r in rings] == [DEFAULT_KEY_RING, "payments"]
+    assert rings[0] == KeyRing(id=DEFAULT_KEY_RING, tenant=TENANT, created_at=T0, created_by=None)
+    assert rings[1] == ring
+    assert [r.id for r in store.list_key_rings(OTHER)] == [DEFAULT_KEY_RING]
+
+
+def test_a_duplicate_key_ring_already_exists(store: Store) -> None:
+    ring = KeyRing(id="payments", tenant=TENANT, created_at=T0, created_by="erin")
+    with store.transaction() as tx:
+        tx.create_key_ring(ring)
+    with pytest.raises(AlreadyExists), store.transaction() as tx:
+        tx.create_key_ring(ring)
+    with store.transaction() as tx:  # same id in another tenant is fine
+        tx.create_key_ring(replace(ring, tenant=OTHER))
+
+
+def test_a_key_ring_holding_keys_cannot_be_deleted(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.create_key_ring(KeyRing(id="payments", tenant=TENANT, created_at=T0, created_by="erin"))
+    insert(store, "k1", key_ring="payments")
+
+    with pytest.raises(Conflict) as err, store.transaction() as tx:
+        tx.delete_key_ring(TENANT, "payments")
+    assert err.value.reason == Reason.KEY_RING_NOT_EMPTY
+
+    with store.transaction() as tx:
+        tx.purge_key(TENANT, "k1")
+        tx.delete_key_ring(TENANT, "payments")
+    assert [r.id for r in store.list_key_rings(TENANT)] == [DEFAULT_KEY_RING]
+
+    with pytest.raises(NotFound) as err2, store.transaction() as tx:
+        tx.delete_key_ring(TENANT, "payments")
+    assert err2.value.reason == Reason.KEY_RING_NOT_FOUND
+
+
+def test_a_key_needs_an_existing_key_ring(store: Store) -> None:
+    key, version = make_key("k1", key_ring="nope")
+    with pytest.raises(NotFound) as err, store.transaction() as tx:
+        tx.insert_key(key, version)
+    assert err.value.reason == Reason.KEY_RING_NOT_FOUND
+
+    key = insert(store, "k2")
+    key.key_ring = "nope"
+    with pytest.raises(NotFound) as err, store.transaction() as tx:
+        tx.update_key(key)
+    assert err.value.reason == Reason.KEY_RING_NOT_FOUND
+
+
+def test_instance_policies_round_trip_and_replacing_keeps_creation(store: Store) -> None:
+    first = InstancePolicy("dualAuthDelete", {"enabled": True}, T0, "frank", T0, "frank")
+    other = InstancePolicy(
+        "allowedNetwork",
+        {"enabled": True, "attributes": {"allowed_network": "private-only"}},
+        T0,
+        "frank",
+        T0,
+        "frank",
+    )
+    later = T0 + timedelta(days=1)
+    with store.transaction() as tx:
+        tx.put_instance_policy(TENANT, first)
+        tx.put_instance_policy(TENANT, other)
+    with store.transaction() as tx:
+        tx.put_instance_policy(
+            TENANT, InstancePolicy("dualAuthDelete", {"enabled": False}, later, "gina", later, "gina")
+        )
+
+    assert store.get_instance_policies(TENANT) == [
+        other,
+        InstancePolicy("dualAuthDelete", {"enabled": False}, T0, "frank", later, "gina"),
+    ]
+    assert store.get_instance_policies(OTHER) == []
+
+
+def test_ensure_tenant_is_idempotent(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.ensure_tenant(TENANT, T0 + timedelta(days=1))
+        tx.ensure_tenant(TENANT, T0 + timedelta(days=2))
+    assert [r.id for r in store.list_key_rings(TENANT)] == [DEFAULT_KEY_RING]
+
+
+def test_writing_for_an_unregistered_tenant_is_a_bug_not_a_user_error(store: Store) -> None:
+    with pytest.raises(InternalError), store.transaction() as tx:
+        tx.put_import_token(make_token("never-ensured"))
+
+
+# --- tenant isolation --------------------------------------------------------------------------
+
+
+def test_the_same_key_id_lives_independently_in_two_tenants(store: Store) -> None:
+    a = insert(store, "shared", tenant=TENANT, name="in-a")
+    b = insert(store, "shared", tenant=OTHER, name="in-b")
+
+    assert store.get_key(TENANT, "shared") == a
+    assert store.get_key(OTHER, "shared") == b
+
+    a.description = "changed in a"
+    with store.transaction() as tx:
+        tx.update_key(a)
+    assert store.get_key(OTHER, "shared") == b
+
+    with store.transaction() as tx:
+        tx.purge_key(TENANT, "shared")
+    assert store.get_key(TENANT, "shared") is None
+    assert store.get_key(OTHER, "shared") == b
+    assert [v.id for v in store.list_versions(OTHER, "shared")] == [b.current_version_id]
+
+
+def test_lookups_never_cross_tenants(store: Store) -> None:
+    key = insert(store, "k1", aliases=["mine"])
+    with store.transaction() as tx:
+        tx.put_import_token(make_token(TENANT))
+
+    assert store.get_key(OTHER, "k1") is None
+    assert store.get_key_by_alias(OTHER, "mine") is None
+    assert store.get_key_by_alias(TENANT, "mine") == key
+    assert store.get_version(OTHER, key.current_version_id) is None
+    assert store.list_versions(OTHER, "k1") == []
+    assert store.list_keys(OTHER, KeyQuery()) == []
+    assert store.count_keys(OTHER, KeyQuery()) == 0
+    assert store.get_import_token(OTHER) is None
+    with store.transaction() as tx:
+        assert tx.remove_alias(OTHER, "k1", "mine") is False
+        with pytest.raises(NotFound):
+            tx.purge_key(OTHER, "k1")
+    assert store.get_key_by_alias(TENANT, "mine") == key
+
+
+def test_the_same_alias_may_exist_in_two_tenants(store: Store) -> None:
+    a = insert(store, "ka", tenant=TENANT, aliases=["payroll"])
+    b = insert(store, "kb", tenant=OTHER, aliases=["payroll"])
+    assert store.get_key_by_alias(TENANT, "payroll") == a
+    assert store.get_key_by_alias(OTHER, "payroll") == b
+
+
+# --- aliases -----------------------------------------------------------------------------------
+
+
+def test_aliases_are_unique_per_tenant(store: Store) -> None:
+    insert(store, "k1", aliases=["payroll"])
+    insert(store, "k2")
+
+    with pytest.raises(AlreadyExists) as err, store.transaction() as tx:
+        tx.add_alias(TENANT, "k2", "payroll")
+    assert err.value.reason == Reason.ALIAS_NOT_UNIQUE
+
+    key, version = make_key("k3", aliases=["payroll"])
+    with pytest.raises(AlreadyExists) as err, store.transaction() as tx:
+        tx.insert_key(key, version)
+    assert err.value.reason == Reason.ALIAS_NOT_UNIQUE
+
+
+def test_insert_key_is_all_or_nothing_even_when_the_caller_swallows_the_error(store: Store) -> None:
+    insert(store, "k1", aliases=["taken"])
+    key, version = make_key("k2", aliases=["fresh", "taken"])
+    with store.transaction() as tx:
+        with pytest.raises(AlreadyExists):
+            tx.insert_key(key, version)
+        tx.add_alias(TENANT, "k1", "later")  # the caller carries on, and commits
+
+    assert store.get_key_by_alias(TENANT, "later") is not None
+    assert store.get_key(TENANT, "k2") is None
+    assert store.get_version(TENANT, version.id) is None
+    assert store.get_key_by_alias(TENANT, "fresh") is None
+
+
+def test_a_duplicate_key_id_already_exists(store: Store) -> None:
+    insert(store, "k1")
+    key, version = make_key("k1")
+    with pytest.raises(AlreadyExists), store.transaction() as tx:
+        tx.insert_key(key, version)
+
+
+def test_aliases_come_back_in_creation_order(store: Store) -> None:
+    insert(store, "k1", aliases=["zulu", "alpha"])
+    with store.transaction() as tx:
+        tx.add_alias(TENANT, "k1", "mike")
+        tx.add_alias(TENANT, "k1", "bravo")
+
+    key = store.get_key(TENANT, "k1")
+    assert key is not None and key.aliases == ["zulu", "alpha", "mike", "bravo"]
+    assert store.list_keys(TENANT, KeyQuery())[0].aliases == ["zulu", "alpha", "mike", "bravo"]
+
+
+def test_removing_aliases(store: Store) -> None:
+    insert(store, "k1", aliases=["a", "b"])
+    with store.transaction() as tx:
+        assert tx.remove_alias(TENANT, "k1", "a") is True
+        assert tx.remove_alias(TENANT, "k1", "a") is False
+        tx.add_alias(TENANT, "k1", "c")
+    key = store.get_key(TENANT, "k1")
+    assert key is not None and key.aliases == ["b", "c"]
+    assert store.get_key_by_alias(TENANT, "a") is None
+
+
+def test_an_alias_for_a_missing_key_is_not_found(store: Store) -> None:
+    with pytest.raises(NotFound) as err, store.transaction() as tx:
+        tx.add_alias(TENANT, "nope", "alias")
+    assert err.value.reason == Reason.KEY_NOT_FOUND
+
+
+def test_update_key_leaves_aliases_alone(store: Store) -> None:
+    key = insert(store, "k1", aliases=["keep"])
+    key.aliases = []
+    key.name = "renamed"
+    with store.transaction() as tx:
+        tx.update_key(key)
+    got = store.get_key(TENANT, "k1")
+    assert got is not None and got.aliases == ["keep"] and got.name == "renamed"
+
+
+def test_purge_removes_the_key_its_versions_and_its_aliases(store: Store) -> None:
+    key = insert(store, "k1", aliases=["gone"])
+    with store.transaction() as tx:
+        tx.add_version(KeyVersion("k1-v2", "k1", TENANT, 2, T0, WrappedKey(b"x", 32, "kek-1")))
+        tx.purge_key(TENANT, "k1")
+
+    assert store.get_key(TENANT, "k1") is None
+    assert store.list_versions(TENANT, "k1") == []
+    assert store.get_version(TENANT, key.current_version_id) is None
+    assert store.get_key_by_alias(TENANT, "gone") is None
+    insert(store, "k2", aliases=["gone"])  # the alias is free again
+
+
+# --- optimistic concurrency --------------------------------------------------------------------
+
+
+def test_update_key_bumps_the_revision(store: Store) -> None:
+    key = insert(store, "k1")
+    key.state = KeyState.SUSPENDED
+    with store.transaction() as tx:
+        tx.update_key(key)
+    assert key.revision == 2
+    got = store.get_key(TENANT, "k1")
+    assert got is not None and got.revision == 2 and got.state == KeyState.SUSPENDED
+
+
+def test_two_updates_from_the_same_revision_the_second_conflicts(store: Store) -> None:
+    insert(store, "k1")
+    first, second = store.get_key(TENANT, "k1"), store.get_key(TENANT, "k1")
+    assert first is not None and second is not None
+
+    first.description = "first wins"
+    with store.transaction() as tx:
+        tx.update_key(first)
+
+    second.description = "second loses"
+    with pytest.raises(Conflict) as err, store.transaction() as tx:
+        tx.update_key(second)
+    assert err.value.reason == Reason.CONCURRENT_UPDATE
+
+    got = store.get_key(TENANT, "k1")
+    assert got is not None and got.description == "first wins" and got.revision == 2
+
+
+def test_updating_a_missing_key_is_not_found(store: Store) -> None:
+    key, _ = make_key("ghost")
+    with pytest.raises(NotFound) as err, store.transaction() as tx:
+        tx.update_key(key)
+    assert err.value.reason == Reason.KEY_NOT_FOUND
+
+
+# --- transactions ------------------------------------------------------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+def test_an_exception_inside_a_transaction_leaves_nothing_behind(store: Store) -> None:
+    key, version = make_key("k1", aliases=["a1"])
+    with pytest.raises(Boom), store.transaction() as tx:
+        tx.insert_key(key, version)
+        assert tx.get_key(TENANT, "k1") is not None  # visible inside
+        raise Boom
+
+    assert store.get_key(TENANT, "k1") is None
+    assert store.get_version(TENANT, version.id) is None
+    assert store.get_key_by_alias(TENANT, "a1") is None
+    assert store.count_keys(TENANT, KeyQuery()) == 0
+
+
+def test_a_failed_rotation_keeps_the_old_current_version(store: Store) -> None:
+    key = insert(store, "k1")
+    with pytest.raises(Boom), store.transaction() as tx:
+        tx.add_version(KeyVersion("k1-v2", "k1", TENANT, 2, T0, WrappedKey(b"x", 32, "kek-1")))
+        key.current_version_id = "k1-v2"
+        tx.update_key(key)
+        raise Boom
+    got = store.get_key(TENANT, "k1")
+    assert got is not None and got.current_version_id == "k1-v1" and got.revision == 1
+    assert [v.number for v in store.list_versions(TENANT, "k1")] == [1]
+
+
+def test_reads_outside_a_transaction_see_only_committed_data(store: Store) -> None:
+    seen: list[Key | None] = []
+    reader = threading.Thread(target=lambda: seen.append(store.get_key(TENANT, "k1")))
+    with store.transaction() as tx:
+        key, version = make_key("k1")
+        tx.insert_key(key, version)
+        reader.start()
+        reader.join(timeout=0.5)
+        # A backend may either answer from the last committed state (WAL) or make the reader
+        # wait for the commit (a single serialised connection); it must never show the
+        # uncommitted key to another thread.
+        read_during_transaction = not reader.is_alive()
+    reader.join(timeout=10)
+    assert seen == ([None] if read_during_transaction else [key])
+    assert store.get_key(TENANT, "k1") == key
+
+
+def test_a_transaction_object_is_dead_after_its_block(store: Store) -> None:
+    with store.transaction() as tx:
+        pass
+    with pytest.raises(InternalError):
+        tx.get_key(TENANT, "k1")
+
+
+# --- listing -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def catalogue(store: Store) -> Store:
+    """k01..k12 in TENANT: mixed states, root/standard, two rings; plus noise in OTHER."""
+    with store.transaction() as tx:
+        tx.create_key_ring(KeyRing(id="ring2", tenant=TENANT, created_at=T0, created_by="x"))
+    states = [KeyState.ACTIVE, KeyState.SUSPENDED, KeyState.DEACTIVATED, KeyState.DESTROYED]
+    # Insert out of order to prove the listing sorts by id.
+    for n in [7, 3, 12, 1, 9, 5, 11, 2, 8, 4, 10, 6]:
+        insert(
+            store,
+            f"k{n:02d}",
+            state=states[n % 4],
+            extractable=n % 2 == 0,
+            key_ring="ring2" if n > 8 else DEFAULT_KEY_RING,
+        )
+    insert(store, "k00", tenant=OTHER)
+    return store
+
+
+def ids(keys: list[Key]) -> list[str]:
+    return [k.id for k in keys]
+
+
+def test_list_keys_sorts_by_id_within_the_tenant(catalogue: Store) -> None:
+    assert ids(catalogue.list_keys(TENANT, KeyQuery())) == [f"k{n:02d}" for n in range(1, 13)]
+    assert catalogue.count_keys(TENANT, KeyQuery()) == 12
+
+
+def test_list_keys_filters_by_state(catalogue: Store) -> None:
+    q = KeyQuery(states=[KeyState.ACTIVE, KeyState.DESTROYED])
+    assert ids(catalogue.list_keys(TENANT, q)) == ["k03", "k04", "k07", "k08", "k11", "k12"]
+    assert catalogue.count_keys(TENANT, q) == 6
+    assert catalogue.list_keys(TENANT, KeyQuery(states=[])) == []
+    assert catalogue.count_keys(TENANT, KeyQuery(states=[])) == 0
+
+
+def test_list_keys_filters_by_extractable(catalogue: Store) -> None:
+    roots = KeyQuery(extractable=False)
+    assert ids(catalogue.list_keys(TENANT, roots)) == ["k01", "k03", "k05", "k07", "k09", "k11"]
+    assert catalogue.count_keys(TENANT, KeyQuery(extractable=True)) == 6
+
+
+def test_list_keys_filters_by_key_ring(catalogue: Store) -> None:
+    q = KeyQuery(key_ring="ring2")
+    assert ids(catalogue.list_keys(TENANT, q)) == ["k09", "k10", "k11", "k12"]
+    assert catalogue.count_keys(TENANT, KeyQuery(key_ring="nope")) == 0
+
+
+def test_list_keys_combines_filters(catalogue: Store) -> None:
+    q = KeyQuery(states=[KeyState.ACTIVE, KeyState.DEACTIVATED], extractable=True, key_ring="ring2")
+    assert ids(catalogue.list_keys(TENANT, q)) == ["k10", "k12"]
+    assert catalogue.count_keys(TENANT, q) == 2
+
+
+def test_list_keys_refuses_negative_paging_instead_of_listing_everything(catalogue: Store) -> None:
+    with pytest.raises(InvalidInput):
+        catalogue.list_keys(TENANT, KeyQuery(limit=-1))
+    with pytest.raises(InvalidInput):
+        catalogue.list_keys(TENANT, KeyQuery(offset=-1))
+
+
+def test_list_keys_pages_with_limit_and_offset_while_count_ignores_them(catalogue: Store) -> None:
+    assert ids(catalogue.list_keys(TENANT, KeyQuery(limit=5))) == ["k01", "k02", "k03", "k04", "k05"]
+    assert ids(catalogue.list_keys(TENANT, KeyQuery(limit=5, offset=10))) == ["k11", "k12"]
+    assert catalogue.list_keys(TENANT, KeyQuery(offset=12)) == []
+    assert catalogue.list_keys(TENANT, KeyQuery(limit=0)) == []
+    q = KeyQuery(extractable=False, limit=2, offset=1)
+    assert ids(catalogue.list_keys(TENANT, q)) == ["k03", "k05"]
+    assert catalogue.count_keys(TENANT, q) == 6
+
+
+# --- migrations and lifecycle ------------------------------------------------------------------
+
+
+def test_migrations_are_numbered_from_one_without_gaps() -> None:
+    found = migrations.load_migrations()
+    assert found[0].version == 1 and found[0].name == "initial"
+    assert [m.version for m in found] == list(range(1, len(found) + 1))
+
+
+def test_migrate_is_idempotent_and_reports_the_schema_version(tmp_path: Path) -> None:
+    for s in (SqliteStore(tmp_path / "m.db"), SqliteStore(":memory:")):
+        assert s.schema_version() == 0
+        s.migrate()
+        latest = migrations.load_migrations()[-1].version
+        assert s.schema_version() == latest
+        s.migrate()
+        assert s.schema_version() == latest
+        s.close()
+
+
+def test_migrate_refuses_a_database_newer_than_the_code(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "m.db")
+    s.migrate()
+    raw = sqlite3.connect(tmp_path / "m.db")
+    raw.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (999, 'future', 'x')")
+    raw.commit()
+    raw.close()
+    with pytest.raises(InternalError):
+        s.migrate()
+    s.close()
+
+
+def test_a_file_backed_store_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "persist.db"
+    s = SqliteStore(path)
+    s.migrate()
+    with s.transaction() as tx:
+        tx.ensure_tenant(TENANT, T0)
+    key = insert(s, "k1", aliases=["kept"])
+    s.close()
+
+    reopened = SqliteStore(path)
+    reopened.migrate()
+    assert reopened.schema_version() == migrations.load_migrations()[-1].version
+    assert reopened.get_key(TENANT, "k1") == key
+    assert reopened.get_key_by_alias(TENANT, "kept") == key
+    reopened.close()
+
+
+def test_sqlite_file_store_uses_wal(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "wal.db")
+    s.migrate()
+    raw = sqlite3.connect(tmp_path / "wal.db")
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    raw.close()
+    s.close()
+
+
+def test_a_closed_store_raises_domain_errors_only(store: Store) -> None:
+    store.ping()
+    store.close()
+    with pytest.raises(InternalError):
+        store.get_key(TENANT, "k1")
+    with pytest.raises(InternalError), store.transaction():
+        pass
+    with pytest.raises(InternalError):
+        store.ping()
+    store.close()  # twice is fine
+
+
+def test_an_unmigrated_store_raises_domain_errors_only() -> None:
+    s = SqliteStore(":memory:")
+    with pytest.raises(InternalError):
+        s.get_key(TENANT, "k1")
+    s.close()
+
+
+# --- threads -----------------------------------------------------------------------------------
+
+
+def _run_threads(n: int, work: Callable[[int], None]) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(n)
+
+    def runner(i: int) -> None:
+        try:
+            start.wait()
+            work(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=runner, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+
+
+def test_eight_threads_inserting_and_reading_concurrently(store: Store) -> None:
+    per_thread = 25
+
+    def work(i: int) -> None:
+        for j in range(per_thread):
+            key = insert(store, f"t{i}-k{j:02d}", aliases=[f"t{i}-a{j}"])
+            assert store.get_key(TENANT, key.id) == key
+            assert store.get_key_by_alias(TENANT, f"t{i}-a{j}") == key
+            store.list_keys(TENANT, KeyQuery(limit=10))
+            store.count_keys(TENANT, KeyQuery())
+
+    _run_threads(8, work)
+    assert store.count_keys(TENANT, KeyQuery()) == 8 * per_thread
+
+
+def test_concurrent_optimistic_updates_lose_nothing_when_callers_retry(store: Store) -> None:
+    insert(store, "counter", description="0")
+    per_thread = 10
+
+    def work(_: int) -> None:
+        for _ in range(per_thread):
+            while True:
+                key = store.get_key(TENANT, "counter")
+                assert key is not None
+                key.description = str(int(key.description or "0") + 1)
+                try:
+                    with store.transaction() as tx:
+                        tx.update_key(key)
+                    break
+                except Conflict:
+                    continue
+
+    _run_threads(8, work)
+    final = store.get_key(TENANT, "counter")
+    assert final is not None
+    assert final.description == str(8 * per_thread)
+    assert final.revision == 1 + 8 * per_thread
