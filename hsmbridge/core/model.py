@@ -34,6 +34,9 @@ class WrappedKey:
     length: int
     kek_label: str
     mechanism: str = "AES_KEY_WRAP_PAD"
+    #: "aes" (root keys: usable for GCM, never revealed) or "secret" (standard keys). Stored so the
+    #: HSM layer can refuse to reveal root material even if a caller asks by mistake.
+    kind: str = "aes"
 
 
 @dataclass(slots=True)

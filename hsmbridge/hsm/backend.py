@@ -48,8 +48,10 @@ from hsmbridge.core.model import WrappedKey
 from hsmbridge.errors import (
     HsmBridgeError,
     IntegrityError,
+    InternalError,
     InvalidInput,
     NotFound,
+    PermissionDenied,
     Reason,
     Unsupported,
 )
@@ -254,6 +256,8 @@ class Pkcs11Backend:
     # -- cached use keys -------------------------------------------------------------------------
 
     def _use_key(self, pooled: PooledSession, ref: KeyRef) -> Any:
+        if ref.wrapped.kind != MaterialKind.AES:
+            raise InternalError("only root (AES) key material can be used for envelope encryption")
         entry = self.cache.get(ref.version_id)
         if entry is None:
             entry = self._load(ref)
@@ -335,9 +339,9 @@ class Pkcs11Backend:
 
     # -- CryptoBackend: material ----------------------------------------------------------------
 
-    def _wrap(self, pooled: PooledSession, obj: Any, length: int) -> WrappedKey:
+    def _wrap(self, pooled: PooledSession, obj: Any, length: int, kind: MaterialKind) -> WrappedKey:
         blob = self._kek(pooled).wrap_key(obj, mechanism=KWP)
-        return WrappedKey(blob=bytes(blob), length=length, kek_label=self.settings.kek_label)
+        return WrappedKey(blob=bytes(blob), length=length, kek_label=self.settings.kek_label, kind=kind.value)
 
     def generate_key(self, kind: MaterialKind, length: int) -> WrappedKey:
         if kind is MaterialKind.SECRET:
@@ -354,7 +358,7 @@ class Pkcs11Backend:
                 KeyType.AES, length * 8, store=False, template=self._transient_template()
             )
             try:
-                return self._wrap(pooled, obj, length)
+                return self._wrap(pooled, obj, length, MaterialKind.AES)
             finally:
                 obj.destroy()
 
@@ -379,13 +383,16 @@ class Pkcs11Backend:
                 }
             )
             try:
-                return self._wrap(pooled, obj, len(material))
+                return self._wrap(pooled, obj, len(material), kind)
             finally:
                 obj.destroy()
 
         return self._run("wrap-material", op)
 
     def reveal_secret(self, wrapped: WrappedKey) -> bytearray:
+        if wrapped.kind != MaterialKind.SECRET:
+            raise PermissionDenied("root key material never leaves the HSM")
+
         def op(pooled: PooledSession) -> bytearray:
             obj = self._kek(pooled).unwrap_key(
                 ObjectClass.SECRET_KEY,
@@ -542,7 +549,9 @@ class Pkcs11Backend:
                 length = len(blob) - 8
                 if length not in AES_LENGTHS:
                     raise IntegrityError("the encrypted key could not be decrypted with the import token")
-                wrapped = WrappedKey(blob=blob, length=length, kek_label=self.settings.kek_label)
+                wrapped = WrappedKey(
+                    blob=blob, length=length, kek_label=self.settings.kek_label, kind=MaterialKind.AES.value
+                )
                 return ImportedKey(wrapped, nonce)
             finally:
                 key.destroy()

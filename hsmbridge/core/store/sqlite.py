@@ -162,7 +162,8 @@ _KEY_UPDATE = (
 )
 
 _VERSION_COLUMNS = (
-    "tenant, id, key_id, number, created_at, wrapped_blob, wrapped_length, kek_label, wrap_mechanism"
+    "tenant, id, key_id, number, created_at, wrapped_blob, wrapped_length, kek_label, wrap_mechanism, "
+    "material_kind"
 )
 _IMPORT_COLUMNS = (
     "tenant, id, created_at, created_by, expires_at, max_retrievals, remaining_retrievals, "
@@ -256,6 +257,7 @@ def _row_to_version(row: sqlite3.Row) -> KeyVersion:
             length=row["wrapped_length"],
             kek_label=row["kek_label"],
             mechanism=row["wrap_mechanism"],
+            kind=row["material_kind"],
         ),
     )
 
@@ -564,7 +566,7 @@ class _SqliteTransaction(_SqliteReader):
     def _insert_version(self, version: KeyVersion) -> None:
         try:
             self._db().execute(
-                f"INSERT INTO key_versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO key_versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     version.tenant,
                     version.id,
@@ -575,6 +577,7 @@ class _SqliteTransaction(_SqliteReader):
                     version.wrapped.length,
                     version.wrapped.kek_label,
                     version.wrapped.mechanism,
+                    version.wrapped.kind,
                 ),
             )
         except sqlite3.IntegrityError as exc:

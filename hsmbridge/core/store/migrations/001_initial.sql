@@ -82,6 +82,7 @@ CREATE TABLE key_versions (
     wrapped_length  INTEGER NOT NULL,
     kek_label       TEXT    NOT NULL,
     wrap_mechanism  TEXT    NOT NULL,
+    material_kind   TEXT    NOT NULL DEFAULT 'aes',  -- 'aes' (root) or 'secret' (standard)
     PRIMARY KEY (tenant, id),
     -- Two rotations racing for the same number: one of them must lose. Also serves
     -- list_versions (newest first) and the foreign key below.

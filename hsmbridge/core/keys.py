@@ -1,0 +1,409 @@
+"""Key lifecycle: create (generate or import), read, list, rotate, enable/disable, delete,
+restore, purge, aliases and per-key policies — transport-free.
+
+Every mutation is read → check (lifecycle.py) → optimistic write; a lost race re-reads and
+re-checks (up to three times), so two replicas rotating one key cannot both succeed from the same
+version. Key versions are immutable, so they are cached per process without invalidation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from hsmbridge.core import lifecycle, validation
+from hsmbridge.core.backend import CryptoBackend, MaterialKind
+from hsmbridge.core.clock import Clock
+from hsmbridge.core.import_tokens import ImportTokenService, SecureImport
+from hsmbridge.core.model import (
+    DEFAULT_KEY_RING,
+    DualAuthDelete,
+    Key,
+    KeyState,
+    KeyVersion,
+    RotationPolicy,
+    WrappedKey,
+)
+from hsmbridge.core.principal import CallContext
+from hsmbridge.core.store.base import KeyQuery, Store
+from hsmbridge.errors import Conflict, InvalidInput, NotFound, PermissionDenied, Reason
+
+log = logging.getLogger(__name__)
+
+GENERATED_KEY_BYTES = 32
+_MAX_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpec:
+    """A request to create a key. `payload` or `secure_import` makes it an imported key."""
+
+    name: str
+    extractable: bool = False
+    description: str | None = None
+    payload: bytes | bytearray | None = None
+    secure_import: SecureImport | None = None
+    aliases: Sequence[str] = ()
+    expires_at: datetime | None = None
+    key_ring: str = DEFAULT_KEY_RING
+    dual_auth_delete: bool | None = None
+    rotation: RotationPolicy | None = None
+
+
+class _VersionCache:
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._items: OrderedDict[str, KeyVersion] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def get(self, version_id: str) -> KeyVersion | None:
+        with self._lock:
+            version = self._items.get(version_id)
+            if version is not None:
+                self._items.move_to_end(version_id)
+            return version
+
+    def put(self, version: KeyVersion) -> None:
+        with self._lock:
+            self._items[version.id] = version
+            if len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def drop(self, version_ids: Sequence[str]) -> None:
+        with self._lock:
+            for version_id in version_ids:
+                self._items.pop(version_id, None)
+
+
+class KeyService:
+    def __init__(
+        self, store: Store, backend: CryptoBackend, clock: Clock, import_tokens: ImportTokenService
+    ) -> None:
+        self._store = store
+        self._backend = backend
+        self._clock = clock
+        self._import_tokens = import_tokens
+        self._versions = _VersionCache()
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    def get(self, ctx: CallContext, key_id_or_alias: str) -> Key:
+        """Resolve a key by id or alias within the caller's tenant, applying expiry lazily."""
+        key = self._store.get_key(ctx.tenant, key_id_or_alias)
+        if key is None and not validation.is_uuid(key_id_or_alias):
+            key = self._store.get_key_by_alias(ctx.tenant, key_id_or_alias)
+        if key is None:
+            raise NotFound("Key does not exist", reason=Reason.KEY_NOT_FOUND)
+        if lifecycle.apply_expiry(key, self._clock.now()):
+            try:
+                with self._store.transaction() as tx:
+                    tx.update_key(key)
+            except Conflict:
+                return self.get(ctx, key_id_or_alias)
+        return key
+
+    def version(self, ctx: CallContext, version_id: str) -> KeyVersion | None:
+        version = self._versions.get(version_id)
+        if version is None:
+            version = self._store.get_version(ctx.tenant, version_id)
+            if version is not None:
+                self._versions.put(version)
+        if version is None or version.tenant != ctx.tenant:
+            return None
+        return version
+
+    def current_version(self, ctx: CallContext, key: Key) -> KeyVersion:
+        version = self.version(ctx, key.current_version_id)
+        if version is None:
+            raise NotFound("Key version does not exist", reason=Reason.KEY_NOT_FOUND)
+        return version
+
+    def list(self, ctx: CallContext, query: KeyQuery) -> list[Key]:
+        now = self._clock.now()
+        keys = self._store.list_keys(ctx.tenant, query)
+        for key in keys:
+            lifecycle.apply_expiry(key, now)  # presented now, persisted by the sweeper
+        return keys
+
+    def count(self, ctx: CallContext, query: KeyQuery) -> int:
+        return self._store.count_keys(ctx.tenant, query)
+
+    def versions(self, ctx: CallContext, key_id_or_alias: str) -> list[KeyVersion]:
+        key = self.get(ctx, key_id_or_alias)
+        return self._store.list_versions(ctx.tenant, key.id)
+
+    def payload(self, ctx: CallContext, key: Key) -> bytearray:
+        """A standard key's material. Root key material never leaves the HSM unwrapped."""
+        if key.is_root:
+            raise PermissionDenied("root key material never leaves the HSM")
+        if key.state is KeyState.DESTROYED:
+            raise Conflict("Key has been deleted", reason=Reason.INVALID_STATE)
+        return self._backend.reveal_secret(self.current_version(ctx, key).wrapped)
+
+    # -- create ----------------------------------------------------------------------------------
+
+    def create(self, ctx: CallContext, spec: KeySpec) -> Key:
+        name = validation.validate_name(spec.name)
+        description = validation.validate_description(spec.description)
+        aliases = validation.validate_aliases(spec.aliases)
+        now = self._clock.now()
+        if spec.expires_at is not None and spec.expires_at <= now:
+            raise InvalidInput(
+                "The field 'expirationDate' must be: in the future",
+                reason=Reason.INVALID_FIELD,
+                target="expirationDate",
+            )
+        if spec.key_ring != DEFAULT_KEY_RING:
+            validation.validate_key_ring_id(spec.key_ring)
+            if not any(r.id == spec.key_ring for r in self._store.list_key_rings(ctx.tenant)):
+                raise NotFound("Key ring does not exist", reason=Reason.KEY_RING_NOT_FOUND)
+        for alias in aliases:
+            if self._store.get_key_by_alias(ctx.tenant, alias) is not None:
+                raise Conflict(
+                    "One or more aliases are already associated with a key in the instance.",
+                    reason=Reason.ALIAS_NOT_UNIQUE,
+                    target="aliases",
+                )
+        wrapped, imported = self._material_for_new_key(ctx, spec)
+        key_id = str(uuid.uuid4())
+        key = Key(
+            id=key_id,
+            tenant=ctx.tenant,
+            name=name,
+            extractable=spec.extractable,
+            imported=imported,
+            state=KeyState.ACTIVE,
+            created_at=now,
+            created_by=ctx.actor,
+            updated_at=now,
+            current_version_id=key_id,
+            bit_length=wrapped.length * 8,
+            description=description,
+            key_ring=spec.key_ring,
+            aliases=aliases,
+            expires_at=spec.expires_at,
+            state_changed_at=now,
+            dual_auth=DualAuthDelete(enabled=bool(spec.dual_auth_delete)),
+            rotation=spec.rotation,
+        )
+        version = KeyVersion(
+            id=key_id, key_id=key_id, tenant=ctx.tenant, number=1, created_at=now, wrapped=wrapped
+        )
+        with self._store.transaction() as tx:
+            tx.ensure_tenant(ctx.tenant, now)
+            tx.insert_key(key, version)
+        return key
+
+    def _material_for_new_key(self, ctx: CallContext, spec: KeySpec) -> tuple[WrappedKey, bool]:
+        kind = MaterialKind.SECRET if spec.extractable else MaterialKind.AES
+        if spec.secure_import is not None:
+            if spec.extractable:
+                raise InvalidInput(
+                    "Standard keys cannot be imported with an import token",
+                    reason=Reason.INVALID_FIELD,
+                    target="encryptedNonce",
+                )
+            return self._import_tokens.unwrap(ctx, spec.secure_import), True
+        if spec.payload is not None:
+            validation.validate_material(spec.payload, root=not spec.extractable)
+            return self._backend.wrap_material(kind, spec.payload), True
+        return self._backend.generate_key(kind, GENERATED_KEY_BYTES), False
+
+    # -- mutations -------------------------------------------------------------------------------
+
+    def _mutate(self, ctx: CallContext, key_id_or_alias: str, change: Callable[[Key, datetime], None]) -> Key:
+        for attempt in range(_MAX_RETRIES):
+            key = self.get(ctx, key_id_or_alias)
+            now = self._clock.now()
+            change(key, now)
+            key.updated_at = now
+            try:
+                with self._store.transaction() as tx:
+                    tx.update_key(key)
+                return key
+            except Conflict as exc:
+                if exc.reason is not Reason.CONCURRENT_UPDATE or attempt == _MAX_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def rotate(
+        self,
+        ctx: CallContext,
+        key_id_or_alias: str,
+        *,
+        payload: bytes | bytearray | None = None,
+        secure_import: SecureImport | None = None,
+    ) -> Key:
+        key = self.get(ctx, key_id_or_alias)
+        lifecycle.require_rotate(key, self._clock.now())
+        if key.imported:
+            if secure_import is not None:
+                wrapped = self._import_tokens.unwrap(ctx, secure_import)
+            elif payload is not None:
+                validation.validate_material(payload, root=True)
+                wrapped = self._backend.wrap_material(MaterialKind.AES, payload)
+            else:
+                raise InvalidInput(
+                    "This root key was created with user-supplied key material: Key material is "
+                    "required to perform a 'rotate' action",
+                    reason=Reason.KEY_PAYLOAD_REQUIRED,
+                    target="payload",
+                )
+        else:
+            if payload is not None or secure_import is not None:
+                raise InvalidInput(
+                    "The key was generated by the service: rotate it without a payload",
+                    reason=Reason.INVALID_FIELD,
+                    target="payload",
+                )
+            wrapped = self._backend.generate_key(MaterialKind.AES, GENERATED_KEY_BYTES)
+
+        for attempt in range(_MAX_RETRIES):
+            now = self._clock.now()
+            lifecycle.require_rotate(key, now)
+            latest = self._store.list_versions(ctx.tenant, key.id)[0]
+            version = KeyVersion(
+                id=str(uuid.uuid4()),
+                key_id=key.id,
+                tenant=ctx.tenant,
+                number=latest.number + 1,
+                created_at=now,
+                wrapped=wrapped,
+            )
+            key.current_version_id = version.id
+            key.last_rotated_at = now
+            key.updated_at = now
+            key.bit_length = wrapped.length * 8
+            try:
+                with self._store.transaction() as tx:
+                    tx.add_version(version)
+                    tx.update_key(key)
+                return key
+            except Conflict as exc:
+                if exc.reason is not Reason.CONCURRENT_UPDATE or attempt == _MAX_RETRIES - 1:
+                    raise
+                key = self.get(ctx, key_id_or_alias)
+        raise AssertionError("unreachable")
+
+    def disable(self, ctx: CallContext, key_id_or_alias: str) -> Key:
+        def change(key: Key, now: datetime) -> None:
+            lifecycle.require_disable(key)
+            key.state = KeyState.SUSPENDED
+            key.state_changed_at = now
+
+        return self._mutate(ctx, key_id_or_alias, change)
+
+    def enable(self, ctx: CallContext, key_id_or_alias: str) -> Key:
+        def change(key: Key, now: datetime) -> None:
+            lifecycle.require_enable(key, now)
+            key.state = KeyState.ACTIVE
+            key.state_changed_at = now
+
+        return self._mutate(ctx, key_id_or_alias, change)
+
+    def delete(self, ctx: CallContext, key_id_or_alias: str) -> Key:
+        def change(key: Key, now: datetime) -> None:
+            lifecycle.require_delete(key)
+            self._check_dual_authorization(ctx, key, now)
+            key.state_before_delete = key.state
+            key.state = KeyState.DESTROYED
+            key.state_changed_at = now
+            key.deleted_at = now
+            key.deleted_by = ctx.actor
+            key.dual_auth = DualAuthDelete(enabled=key.dual_auth.enabled)
+
+        key = self._mutate(ctx, key_id_or_alias, change)
+        self._forget_versions(ctx, key)
+        return key
+
+    def _check_dual_authorization(self, ctx: CallContext, key: Key, now: datetime) -> None:
+        auth = key.dual_auth
+        if not auth.enabled:
+            return
+        if (
+            auth.set_by is None
+            or auth.expires_at is None
+            or auth.expires_at <= now
+            or auth.set_by == ctx.actor
+        ):
+            raise Conflict(
+                "1 prior authorization(s) are required for deletion, by a different user",
+                reason=Reason.AUTHORIZATIONS_NOT_MET,
+            )
+
+    def restore(self, ctx: CallContext, key_id_or_alias: str) -> Key:
+        def change(key: Key, now: datetime) -> None:
+            lifecycle.require_restore(key, now)
+            previous = key.state_before_delete
+            key.state = KeyState.DEACTIVATED if previous is KeyState.DEACTIVATED else KeyState.ACTIVE
+            key.state_changed_at = now
+            key.deleted_at = None
+            key.deleted_by = None
+            key.state_before_delete = None
+
+        return self._mutate(ctx, key_id_or_alias, change)
+
+    def purge(self, ctx: CallContext, key_id_or_alias: str) -> Key:
+        key = self.get(ctx, key_id_or_alias)
+        lifecycle.require_purge(key, self._clock.now())
+        versions = self._store.list_versions(ctx.tenant, key.id)
+        with self._store.transaction() as tx:
+            tx.purge_key(ctx.tenant, key.id)
+        self._backend.evict([v.id for v in versions])
+        self._versions.drop([v.id for v in versions])
+        return key
+
+    def set_key_for_deletion(self, ctx: CallContext, key_id_or_alias: str) -> Key:
+        def change(key: Key, now: datetime) -> None:
+            lifecycle._in(key, KeyState.ACTIVE)
+            if not key.dual_auth.enabled:
+                raise Conflict(
+                    "The key is not dual auth enabled and cannot be set for deletion.",
+                    reason=Reason.NOT_DUAL_AUTH,
+                )
+            key.dual_auth = DualAuthDelete(True, ctx.actor, now + lifecycle.DUAL_AUTH_WINDOW)
+
+        return self._mutate(ctx, key_id_or_alias, change)
+
+    def unset_key_for_deletion(self, ctx: CallContext, key_id_or_alias: str) -> Key:
+        def change(key: Key, now: datetime) -> None:
+            lifecycle._in(key, KeyState.ACTIVE)
+            if not key.dual_auth.enabled:
+                raise Conflict(
+                    "The key is not dual auth enabled and cannot be set for deletion.",
+                    reason=Reason.NOT_DUAL_AUTH,
+                )
+            key.dual_auth = DualAuthDelete(True)
+
+        return self._mutate(ctx, key_id_or_alias, change)
+
+    def _forget_versions(self, ctx: CallContext, key: Key) -> None:
+        """A deleted key's handles leave the HSM at once; restore reloads them on demand."""
+        self._backend.evict([v.id for v in self._store.list_versions(ctx.tenant, key.id)])
+
+    # -- aliases ---------------------------------------------------------------------------------
+
+    def add_alias(self, ctx: CallContext, key_id_or_alias: str, alias: str) -> tuple[Key, bool]:
+        """Returns (key, created); an alias the key already has is not an error."""
+        validation.validate_alias(alias, target="alias")
+        key = self.get(ctx, key_id_or_alias)
+        if alias in key.aliases:
+            return key, False
+        if len(key.aliases) >= validation.MAX_ALIASES_PER_KEY:
+            raise Conflict("A key can have at most 5 aliases", reason=Reason.ALIAS_QUOTA)
+        with self._store.transaction() as tx:
+            tx.add_alias(ctx.tenant, key.id, alias)
+        key.aliases.append(alias)
+        return key, True
+
+    def remove_alias(self, ctx: CallContext, key_id_or_alias: str, alias: str) -> None:
+        key = self.get(ctx, key_id_or_alias)
+        with self._store.transaction() as tx:
+            removed = tx.remove_alias(ctx.tenant, key.id, alias)
+        if not removed:
+            raise NotFound("Alias does not exist", reason=Reason.ALIAS_NOT_FOUND)

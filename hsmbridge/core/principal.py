@@ -1,0 +1,40 @@
+"""Who is calling, and for which tenant: the one thing every service call takes first.
+
+Transports build a `CallContext` from their metadata (gRPC) or headers (REST); authentication
+(a later layer) decides the `Principal`. The core never trusts a tenant the context did not
+carry, and every store lookup is scoped by `ctx.tenant`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hsmbridge.errors import InvalidInput, Reason
+
+ANONYMOUS_DEV_PRINCIPAL = "dev"
+_MAX_TENANT = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    id: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    principal: Principal
+    tenant: str
+    correlation_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.tenant or len(self.tenant) > _MAX_TENANT or not self.tenant.isprintable():
+            raise InvalidInput(
+                "a tenant (instance id) of 1–128 printable characters is required",
+                reason=Reason.INVALID_FIELD,
+                target="bluemix-instance",
+            )
+
+    @property
+    def actor(self) -> str:
+        return self.principal.id

@@ -1,0 +1,33 @@
+"""The service layer as one object: what the CLI builds once and every adapter receives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hsmbridge.core.backend import CryptoBackend
+from hsmbridge.core.clock import Clock, SystemClock
+from hsmbridge.core.envelopes import EnvelopeService
+from hsmbridge.core.import_tokens import ImportTokenService
+from hsmbridge.core.keys import KeyService
+from hsmbridge.core.store.base import Store
+
+
+@dataclass
+class Services:
+    store: Store
+    backend: CryptoBackend
+    clock: Clock
+    keys: KeyService
+    envelopes: EnvelopeService
+    import_tokens: ImportTokenService
+
+    @classmethod
+    def build(cls, store: Store, backend: CryptoBackend, clock: Clock | None = None) -> Services:
+        clock = clock or SystemClock()
+        import_tokens = ImportTokenService(store, backend, clock)
+        keys = KeyService(store, backend, clock, import_tokens)
+        return cls(store, backend, clock, keys, EnvelopeService(keys, backend), import_tokens)
+
+    def close(self) -> None:
+        self.backend.close()
+        self.store.close()

@@ -1,0 +1,83 @@
+"""Domain errors → gRPC status, mapped once, with a machine-readable `google.rpc.ErrorInfo`.
+
+Clients branch on `ErrorInfo.reason` (the domain `Reason`), not on the message; the code gives
+the coarse class a generic gRPC client understands (retry UNAVAILABLE, not INVALID_ARGUMENT).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from hsmbridge import errors as e
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "hsmbridge.dev"
+
+# Most specific first: the first isinstance match wins.
+_CODES: tuple[tuple[type[e.HsmBridgeError], grpc.StatusCode], ...] = (
+    (e.IntegrityError, grpc.StatusCode.INVALID_ARGUMENT),
+    (e.InvalidInput, grpc.StatusCode.INVALID_ARGUMENT),
+    (e.NotFound, grpc.StatusCode.NOT_FOUND),
+    (e.Gone, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.AlreadyExists, grpc.StatusCode.ALREADY_EXISTS),
+    (e.Conflict, grpc.StatusCode.FAILED_PRECONDITION),
+    (e.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (e.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
+    (e.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (e.HsmUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (e.Unsupported, grpc.StatusCode.UNIMPLEMENTED),
+    (e.InternalError, grpc.StatusCode.INTERNAL),
+)
+_BY_REASON = {e.Reason.CONCURRENT_UPDATE: grpc.StatusCode.ABORTED}
+
+
+def status_code_for(error: e.HsmBridgeError) -> grpc.StatusCode:
+    by_reason = _BY_REASON.get(error.reason)  # type: ignore[call-overload]
+    if by_reason is not None:
+        return by_reason
+    for cls, code in _CODES:
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def to_status(error: e.HsmBridgeError) -> grpc.Status:
+    code = status_code_for(error)
+    info = error_details_pb2.ErrorInfo(reason=str(error.reason), domain=ERROR_DOMAIN, metadata=error.metadata)
+    if error.target:
+        info.metadata["target"] = error.target
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=[detail])
+    return rpc_status.to_status(status)
+
+
+H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+
+
+def mapped(handler: H) -> H:
+    """Run an async handler; turn domain errors into their status and anything else into INTERNAL
+    without leaking its text (it might come from a library that printed a buffer)."""
+
+    @functools.wraps(handler)
+    async def run(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await handler(self, request, context)
+        except e.HsmBridgeError as error:
+            await context.abort_with_status(to_status(error))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            log.error("unexpected %s in %s", type(exc).__name__, handler.__qualname__)
+            await context.abort_with_status(to_status(e.InternalError("internal error")))
+
+    return run  # type: ignore[return-value]

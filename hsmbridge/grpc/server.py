@@ -1,0 +1,56 @@
+"""Assemble the gRPC server: the four services, standard health checking and reflection."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from hsmbridge.core.services import Services
+from hsmbridge.grpc.context import Authenticator
+from hsmbridge.grpc.crypto import CryptoServicer
+from hsmbridge.grpc.hsm_info import HsmServicer
+from hsmbridge.grpc.import_tokens import ImportTokenServicer
+from hsmbridge.grpc.keys import KeyServicer
+from hsmbridge.v1 import (
+    crypto_pb2,
+    crypto_pb2_grpc,
+    hsm_pb2,
+    hsm_pb2_grpc,
+    import_tokens_pb2,
+    import_tokens_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+)
+
+SERVICE_NAMES = (
+    keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    crypto_pb2.DESCRIPTOR.services_by_name["CryptoService"].full_name,
+    import_tokens_pb2.DESCRIPTOR.services_by_name["ImportTokenService"].full_name,
+    hsm_pb2.DESCRIPTOR.services_by_name["HsmService"].full_name,
+)
+
+
+def build_server(
+    services: Services, authenticator: Authenticator
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(services, authenticator), server)
+    crypto_pb2_grpc.add_CryptoServiceServicer_to_server(CryptoServicer(services, authenticator), server)
+    import_tokens_pb2_grpc.add_ImportTokenServiceServicer_to_server(
+        ImportTokenServicer(services, authenticator), server
+    )
+    hsm_pb2_grpc.add_HsmServiceServicer_to_server(HsmServicer(services, authenticator), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    return server, health_servicer
+
+
+async def mark_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, status)

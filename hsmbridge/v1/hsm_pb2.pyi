@@ -1,0 +1,54 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetHsmInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HsmCapabilities(_message.Message):
+    __slots__ = ("aes_gcm", "aes_key_wrap", "aes_key_wrap_pad", "rsa_oaep_sha1", "rsa_oaep_sha256", "rsa_x509", "trusted_kek", "oaep_sha256_fallback")
+    AES_GCM_FIELD_NUMBER: _ClassVar[int]
+    AES_KEY_WRAP_FIELD_NUMBER: _ClassVar[int]
+    AES_KEY_WRAP_PAD_FIELD_NUMBER: _ClassVar[int]
+    RSA_OAEP_SHA1_FIELD_NUMBER: _ClassVar[int]
+    RSA_OAEP_SHA256_FIELD_NUMBER: _ClassVar[int]
+    RSA_X509_FIELD_NUMBER: _ClassVar[int]
+    TRUSTED_KEK_FIELD_NUMBER: _ClassVar[int]
+    OAEP_SHA256_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    aes_gcm: bool
+    aes_key_wrap: bool
+    aes_key_wrap_pad: bool
+    rsa_oaep_sha1: bool
+    rsa_oaep_sha256: bool
+    rsa_x509: bool
+    trusted_kek: bool
+    oaep_sha256_fallback: bool
+    def __init__(self, aes_gcm: _Optional[bool] = ..., aes_key_wrap: _Optional[bool] = ..., aes_key_wrap_pad: _Optional[bool] = ..., rsa_oaep_sha1: _Optional[bool] = ..., rsa_oaep_sha256: _Optional[bool] = ..., rsa_x509: _Optional[bool] = ..., trusted_kek: _Optional[bool] = ..., oaep_sha256_fallback: _Optional[bool] = ...) -> None: ...
+
+class HsmInfo(_message.Message):
+    __slots__ = ("library_path", "manufacturer", "library_description", "library_version", "token_label", "token_serial", "token_model", "kek_label", "session_pool_size", "capabilities")
+    LIBRARY_PATH_FIELD_NUMBER: _ClassVar[int]
+    MANUFACTURER_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_LABEL_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_SERIAL_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_MODEL_FIELD_NUMBER: _ClassVar[int]
+    KEK_LABEL_FIELD_NUMBER: _ClassVar[int]
+    SESSION_POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    library_path: str
+    manufacturer: str
+    library_description: str
+    library_version: str
+    token_label: str
+    token_serial: str
+    token_model: str
+    kek_label: str
+    session_pool_size: int
+    capabilities: HsmCapabilities
+    def __init__(self, library_path: _Optional[str] = ..., manufacturer: _Optional[str] = ..., library_description: _Optional[str] = ..., library_version: _Optional[str] = ..., token_label: _Optional[str] = ..., token_serial: _Optional[str] = ..., token_model: _Optional[str] = ..., kek_label: _Optional[str] = ..., session_pool_size: _Optional[int] = ..., capabilities: _Optional[_Union[HsmCapabilities, _Mapping]] = ...) -> None: ...
