@@ -46,7 +46,6 @@ from hsmbridge.core.backend import (
 )
 from hsmbridge.core.model import WrappedKey
 from hsmbridge.errors import (
-    HsmBridgeError,
     IntegrityError,
     InternalError,
     InvalidInput,
@@ -57,7 +56,7 @@ from hsmbridge.errors import (
 )
 from hsmbridge.hsm import capabilities as capability_probe
 from hsmbridge.hsm.cache import CachedKey, HandleCache, cka_id_for, next_load_id
-from hsmbridge.hsm.errors import Recovery, recovery_for, to_domain
+from hsmbridge.hsm.errors import Recovery, StaleTokenView, recovery_for, to_domain
 from hsmbridge.hsm.library import Pkcs11Library
 from hsmbridge.hsm.oaep import oaep_decode
 from hsmbridge.hsm.pool import PooledSession, SessionPool
@@ -198,11 +197,16 @@ class Pkcs11Backend:
         if missing:
             raise Unsupported(f"the token cannot do {', '.join(missing)}, which hsmbridge requires")
 
+    def _find_kek(self, session: Any) -> Any:
+        try:
+            return session.get_key(object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label)
+        except pkcs11.NoSuchKey:
+            # It was there at start-up: the token restarted or is failing over, not misconfigured.
+            raise StaleTokenView() from None
+
     def _kek(self, pooled: PooledSession) -> Any:
         if pooled.kek is None:
-            pooled.kek = pooled.session.get_key(
-                object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label
-            )
+            pooled.kek = self._find_kek(pooled.session)
         return pooled.kek
 
     def _transient_template(self, *, decrypt: bool = False) -> dict[Attribute, Any]:
@@ -244,40 +248,41 @@ class Pkcs11Backend:
                 self._destroy_cached(self.cache.clear())
         elif recovery is Recovery.REINITIALIZE:
             self.pool.replace(pooled)
-            seen = self.pool.generation
-            try:
-                self.library.reinitialize(seen)
-            except HsmBridgeError:
-                raise
+            self.library.reinitialize(self.pool.generation)
             self.pool.rebuild()
             self.cache.clear()  # the objects died with the old generation
             self._login_kek = None
 
     # -- cached use keys -------------------------------------------------------------------------
 
-    def _use_key(self, pooled: PooledSession, ref: KeyRef) -> Any:
+    def _with_key(self, pooled: PooledSession, ref: KeyRef, use: Callable[[Any], T]) -> T:
+        """Run `use(key object as seen from this session)`, holding a reference on the cache entry
+        so that no eviction destroys the object meanwhile."""
         if ref.wrapped.kind != MaterialKind.AES:
             raise InternalError("only root (AES) key material can be used for envelope encryption")
-        entry = self.cache.get(ref.version_id)
-        if entry is None:
-            entry = self._load(ref)
-        obj = pooled.keys.get(entry.load_id)
-        if obj is None:
-            if len(pooled.keys) > 2 * self.cache.capacity:
-                pooled.keys.clear()
-            obj = pooled.session.get_key(object_class=ObjectClass.SECRET_KEY, id=entry.cka_id)
-            pooled.keys[entry.load_id] = obj
-        return obj
+        entry = self.cache.acquire(ref.version_id, self.pool.generation) or self._load(ref)
+        try:
+            obj = pooled.keys.get(entry.load_id)
+            if obj is None:
+                if len(pooled.keys) > 2 * self.cache.capacity:
+                    pooled.keys.clear()
+                obj = pooled.session.get_key(object_class=ObjectClass.SECRET_KEY, id=entry.cka_id)
+                pooled.keys[entry.load_id] = obj
+            return use(obj)
+        finally:
+            if self.cache.release(entry):
+                pooled.keys.pop(entry.load_id, None)
+                with self.pool.login_lock:
+                    self._destroy_cached([entry])
 
     def _load(self, ref: KeyRef) -> CachedKey:
+        """Unwrap a key version into the login session; return the entry, already acquired."""
         with self.pool.login_lock:
-            entry = self.cache.peek(ref.version_id)
+            entry = self.cache.acquire(ref.version_id, self.pool.generation)
             if entry is not None:
                 return entry
             if self._login_kek is None or self._login_generation != self.pool.generation:
-                self._login_kek = self.pool.login.get_key(
-                    object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label
-                )
+                self._login_kek = self._find_kek(self.pool.login)
                 self._login_generation = self.pool.generation
             load_id = next_load_id()
             obj = self._login_kek.unwrap_key(
@@ -298,8 +303,8 @@ class Pkcs11Backend:
                     Attribute.UNWRAP: False,
                 },
             )
-            entry = CachedKey(ref.version_id, load_id, obj)
-            self._destroy_cached(self.cache.put(entry))
+            entry = CachedKey(ref.version_id, load_id, obj, self.pool.generation)
+            self._destroy_cached(self.cache.put_acquired(entry))
             return entry
 
     def _destroy_cached(self, entries: Sequence[CachedKey]) -> None:
@@ -311,7 +316,7 @@ class Pkcs11Backend:
 
     def evict(self, version_ids: Sequence[str]) -> None:
         with self.pool.login_lock:
-            self._destroy_cached([e for v in version_ids if (e := self.cache.pop(v)) is not None])
+            self._destroy_cached([e for v in version_ids for e in self.cache.pop(v)])
 
     # -- CryptoBackend: info ---------------------------------------------------------------------
 
@@ -424,8 +429,10 @@ class Pkcs11Backend:
         data = bytes(plaintext)
 
         def op(pooled: PooledSession) -> bytes:
-            return self._use_key(pooled, key).encrypt(
-                data, mechanism=Mechanism.AES_GCM, mechanism_param=params
+            return self._with_key(
+                pooled,
+                key,
+                lambda obj: obj.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params),
             )
 
         return iv, self._run("gcm-encrypt", op)
@@ -435,14 +442,16 @@ class Pkcs11Backend:
             raise IntegrityError("the ciphertext could not be authenticated")
         params = GCMParams(iv, aad)
 
-        def op(pooled: PooledSession) -> bytearray:
-            obj = self._use_key(pooled, key)
+        def decrypt(obj: Any) -> bytearray:
             try:
                 return bytearray(obj.decrypt(ciphertext, mechanism=Mechanism.AES_GCM, mechanism_param=params))
             except pkcs11.PKCS11Error as exc:
                 if recovery_for(exc) is not Recovery.NONE:
                     raise
                 raise to_domain(exc, "gcm-decrypt", verifying=True) from None
+
+        def op(pooled: PooledSession) -> bytearray:
+            return self._with_key(pooled, key, decrypt)
 
         return self._run("gcm-decrypt", op)
 

@@ -21,11 +21,16 @@ from typing import Any
 _LOAD_IDS = itertools.count(1)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(eq=False, slots=True)
 class CachedKey:
     version_id: str
     load_id: int
     obj: Any  # the object as seen from the login session that owns it
+    #: the library generation it was loaded in; older entries died with a re-initialisation
+    generation: int = 0
+    #: operations using it now; an evicted entry is destroyed only when this reaches zero
+    users: int = 0
+    retired: bool = False
 
     @property
     def cka_id(self) -> bytes:
@@ -41,6 +46,14 @@ def next_load_id() -> int:
 
 
 class HandleCache:
+    """LRU with reference counts.
+
+    Every method that drops entries returns those the caller must destroy *now* (retired and
+    unused); an entry retired while an operation uses it is returned by that operation's
+    `release()` instead. So no thread ever has its key object destroyed under it, however hard
+    the cache thrashes.
+    """
+
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError("the handle cache needs room for at least one key")
@@ -51,46 +64,58 @@ class HandleCache:
         self.misses = 0
         self.evictions = 0
 
-    def get(self, version_id: str) -> CachedKey | None:
+    def acquire(self, version_id: str, generation: int) -> CachedKey | None:
         with self._lock:
             entry = self._entries.get(version_id)
-            if entry is None:
+            if entry is None or entry.generation != generation:
                 self.misses += 1
                 return None
             self._entries.move_to_end(version_id)
+            entry.users += 1
             self.hits += 1
             return entry
 
-    def peek(self, version_id: str) -> CachedKey | None:
+    def peek(self, version_id: str, generation: int) -> CachedKey | None:
         with self._lock:
-            return self._entries.get(version_id)
+            entry = self._entries.get(version_id)
+            return entry if entry is not None and entry.generation == generation else None
 
-    def put(self, entry: CachedKey) -> list[CachedKey]:
-        """Insert; return what fell out (the caller destroys those objects)."""
-        evicted: list[CachedKey] = []
+    def _retire(self, entry: CachedKey) -> bool:
+        entry.retired = True
+        self.evictions += 1
+        return entry.users == 0
+
+    def put_acquired(self, entry: CachedKey) -> list[CachedKey]:
+        """Insert a freshly loaded entry already held by its loader; return entries to destroy."""
+        doomed: list[CachedKey] = []
         with self._lock:
+            entry.users += 1
             old = self._entries.pop(entry.version_id, None)
-            if old is not None:
-                evicted.append(old)
+            if old is not None and self._retire(old):
+                doomed.append(old)
             self._entries[entry.version_id] = entry
             while len(self._entries) > self.capacity:
-                evicted.append(self._entries.popitem(last=False)[1])
-            self.evictions += len(evicted)
-        return evicted
+                victim = self._entries.popitem(last=False)[1]
+                if self._retire(victim):
+                    doomed.append(victim)
+        return doomed
 
-    def pop(self, version_id: str) -> CachedKey | None:
+    def release(self, entry: CachedKey) -> bool:
+        """True when the caller was the last user of a retired entry and must destroy it."""
+        with self._lock:
+            entry.users -= 1
+            return entry.retired and entry.users == 0
+
+    def pop(self, version_id: str) -> list[CachedKey]:
         with self._lock:
             entry = self._entries.pop(version_id, None)
-            if entry is not None:
-                self.evictions += 1
-            return entry
+            return [entry] if entry is not None and self._retire(entry) else []
 
     def clear(self) -> list[CachedKey]:
         with self._lock:
             entries = list(self._entries.values())
             self._entries.clear()
-            self.evictions += len(entries)
-            return entries
+            return [e for e in entries if self._retire(e)]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -64,6 +64,14 @@ _VERIFY_FAILED = (
 _UNSUPPORTED = (p11.MechanismInvalid, p11.MechanismParamInvalid, p11.FunctionNotSupported, p11.ArgumentsBad)
 
 
+class StaleTokenView(p11.PKCS11Error):
+    """An object that existed at start-up (the master KEK) cannot be found any more.
+
+    The token restarted or failed over, or (SoftHSM2) its directory vanished for a moment: the
+    module's view of the token is stale and only a re-initialisation refreshes it.
+    """
+
+
 def _is_not_initialized(exc: p11.PKCS11Error) -> bool:
     # python-pkcs11 has no class for CKR_CRYPTOKI_NOT_INITIALIZED; it raises the base class.
     return type(exc) is p11.PKCS11Error and "not initialized" in str(exc)
@@ -74,7 +82,9 @@ def recovery_for(exc: BaseException) -> Recovery:
         return Recovery.REPLACE_SESSION
     if isinstance(exc, _OBJECT_STALE):
         return Recovery.RELOAD_OBJECT
-    if isinstance(exc, _DEVICE_DEAD) or (isinstance(exc, p11.PKCS11Error) and _is_not_initialized(exc)):
+    if isinstance(exc, (*_DEVICE_DEAD, StaleTokenView)) or (
+        isinstance(exc, p11.PKCS11Error) and _is_not_initialized(exc)
+    ):
         return Recovery.REINITIALIZE
     return Recovery.NONE
 

@@ -1,0 +1,118 @@
+"""Configuration: a TOML file, overridden by `HSMBRIDGE_<SECTION>__<KEY>` environment variables.
+
+With no file at all the embedded defaults describe a development box: a SoftHSM2 token under
+./var/softhsm, SQLite under ./var, gRPC and REST on loopback. Production configs set
+`server.dev = false` and a real module (deploy/hsmbridge.production.toml).
+
+The HSM PIN is never taken from the command line (it would show in `ps`): it comes from
+`hsm.pin_file`, the `HSMBRIDGE_HSM_PIN` variable, or — discouraged — `hsm.pin` in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from hsmbridge.errors import InvalidInput
+
+ENV_PREFIX = "HSMBRIDGE_"
+PIN_ENV = "HSMBRIDGE_HSM_PIN"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HsmConfig(_Section):
+    #: path of the PKCS#11 module; empty: SoftHSM2's, found in the usual places
+    module: str = ""
+    token_label: str | None = "hsmbridge"
+    slot: int | None = None
+    pin: SecretStr | None = None
+    pin_file: str | None = "var/softhsm/pin"
+    kek_label: str = "hsmbridge-master-kek"
+    pool_size: int = Field(8, ge=1, le=1024)
+    checkout_timeout: float = Field(5.0, gt=0)
+    cache_size: int = Field(1024, ge=1)
+    #: OAEP-SHA256 import through raw RSA + software OAEP decoding (SoftHSM2 2.6.1 lacks it)
+    oaep_sha256_fallback: bool = True
+    #: development: the SoftHSM2 directory whose softhsm2.conf to use (sets SOFTHSM2_CONF)
+    softhsm_dir: str | None = "var/softhsm"
+
+
+class StoreConfig(_Section):
+    path: str = "var/hsmbridge.db"
+
+
+class GrpcConfig(_Section):
+    listen: str = "127.0.0.1:50051"
+
+
+class RestConfig(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8080"
+
+
+class ServerConfig(_Section):
+    #: development mode: trusts the caller's principal metadata; loopback only
+    dev: bool = True
+    sweep_interval: float = Field(60.0, gt=0)
+    log_level: str = "INFO"
+
+
+class Config(_Section):
+    hsm: HsmConfig = HsmConfig()
+    store: StoreConfig = StoreConfig()
+    grpc: GrpcConfig = GrpcConfig()
+    rest: RestConfig = RestConfig()
+    server: ServerConfig = ServerConfig()
+
+    def resolve_pin(self) -> str:
+        env_pin = os.environ.get(PIN_ENV)
+        if env_pin:
+            return env_pin
+        if self.hsm.pin is not None:
+            return self.hsm.pin.get_secret_value()
+        if self.hsm.pin_file:
+            path = Path(self.hsm.pin_file)
+            try:
+                return path.read_text().strip()
+            except FileNotFoundError:
+                raise InvalidInput(
+                    f"the HSM PIN file {path} does not exist: run `hsmbridge init` (development) or set "
+                    f"hsm.pin_file / {PIN_ENV}"
+                ) from None
+        raise InvalidInput(f"no HSM PIN configured: set hsm.pin_file or {PIN_ENV}")
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("__")
+        overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def load(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise InvalidInput(f"configuration file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise InvalidInput(f"configuration file {path} is not valid TOML: {exc}") from None
+    for section, values in _env_overrides(os.environ if environ is None else environ).items():
+        data.setdefault(section, {}).update(values)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in exc.errors())
+        raise InvalidInput(f"invalid configuration: {problems}") from None

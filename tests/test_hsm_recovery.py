@@ -1,0 +1,89 @@
+"""The session pool recovers from what real HSMs do to long-running clients: sessions closed
+behind its back, object handles gone stale (token restarted / failed over), the library itself
+finalised. In each case the next operation succeeds after one internal retry."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from hsmbridge.core.backend import KeyRef, MaterialKind
+from hsmbridge.errors import HsmUnavailable
+from hsmbridge.hsm.backend import Pkcs11Backend
+
+pytestmark = pytest.mark.softhsm
+
+
+@pytest.fixture
+def backend(hsm_settings, hsm_backend):  # type: ignore[no-untyped-def]
+    """A private backend (pool of 2) on the session token; `hsm_backend` created the master KEK."""
+    b = Pkcs11Backend(replace(hsm_settings, pool_size=2))
+    yield b
+    b.close()
+
+
+def roundtrip(backend: Pkcs11Backend, ref: KeyRef) -> None:
+    iv, ct = backend.gcm_encrypt(ref, b"payload", b"aad")
+    assert bytes(backend.gcm_decrypt(ref, iv, ct, b"aad")) == b"payload"
+
+
+def test_a_worker_session_closed_behind_the_pools_back_is_replaced(backend: Pkcs11Backend) -> None:
+    ref = KeyRef("recovery-session", backend.generate_key(MaterialKind.AES, 32))
+    roundtrip(backend, ref)
+    with backend.pool.checkout() as pooled:
+        pooled.session.close()  # a worker session: C_CloseSession only, the login stays
+    replaced = backend.pool.stats().replaced
+    roundtrip(backend, ref)
+    assert backend.pool.stats().replaced == replaced + 1
+
+
+def test_stale_token_object_handles_are_looked_up_again(
+    backend: Pkcs11Backend, softhsm_token: dict[str, str]
+) -> None:
+    """Moving SoftHSM2's token directory away and back invalidates token-object handles (the
+    master KEK's), as a network HSM restart does; they must be found again by label."""
+    ref = KeyRef("recovery-stale", backend.generate_key(MaterialKind.AES, 32))
+    roundtrip(backend, ref)
+    tokens = Path(softhsm_token["dir"]) / "tokens"
+    (token_dir,) = [p for p in tokens.iterdir() if p.is_dir() and any(p.iterdir())][:1]
+    aside = token_dir.with_name(token_dir.name + ".aside")
+    shutil.move(token_dir, aside)
+    try:
+        with pytest.raises(HsmUnavailable):
+            backend.generate_key(MaterialKind.AES, 32)
+    finally:
+        shutil.move(aside, token_dir)
+    wrapped = backend.generate_key(MaterialKind.AES, 32)  # KEK handle re-found
+    roundtrip(backend, KeyRef("recovery-stale-2", wrapped))
+    roundtrip(backend, ref)
+
+
+def test_a_finalised_library_is_reinitialised_and_the_operation_retried(backend: Pkcs11Backend) -> None:
+    ref = KeyRef("recovery-reinit", backend.generate_key(MaterialKind.AES, 32))
+    roundtrip(backend, ref)
+    generation = backend.library.generation
+    backend.library.finalize_behind_our_back()
+    roundtrip(backend, ref)  # CKR_CRYPTOKI_NOT_INITIALIZED → re-initialise → log in → reload → retry
+    assert backend.library.generation == generation + 1
+    assert backend.pool.stats().rebuilds >= 1
+    assert backend.library.is_initialized_by_us()
+
+
+def test_checkout_times_out_with_a_clear_error_when_every_session_is_busy(backend: Pkcs11Backend) -> None:
+    with (
+        backend.pool.checkout(),
+        backend.pool.checkout(),
+        pytest.raises(HsmUnavailable, match="no HSM session"),
+        backend.pool.checkout(timeout=0.05),
+    ):
+        pass
+
+
+def test_iv_are_never_repeated(backend: Pkcs11Backend) -> None:
+    ref = KeyRef("iv-uniqueness", backend.generate_key(MaterialKind.AES, 32))
+    ivs = {backend.gcm_encrypt(ref, os.urandom(8), b"")[0] for _ in range(3000)}
+    assert len(ivs) == 3000
