@@ -1,0 +1,44 @@
+# hsmbridge — the two commands the README promises, and their helpers.
+#   make run    install what is missing, create a SoftHSM2 dev token + master KEK, serve
+#   make test   the same installs, then proto freshness, lint and the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test setup system-deps protos check-protos lint clean
+
+run: setup
+	$(BIN)/hsmbridge init --softhsm
+	$(BIN)/hsmbridge serve
+
+test: setup check-protos lint
+	@$(BIN)/python -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+setup: system-deps $(VENV)/.installed
+
+# SoftHSM2 (the development/test HSM) and venv support come from Debian's packages.
+system-deps:
+	@command -v softhsm2-util >/dev/null && $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+	  echo "installing softhsm2 and python3-venv from Debian's packages"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 python3-venv >/dev/null; }
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+protos: setup
+	PYTHON=$(BIN)/python scripts/gen_protos.sh
+
+check-protos: setup
+	PYTHON=$(BIN)/python scripts/gen_protos.sh --check
+
+lint: setup
+	$(BIN)/ruff check hsmbridge tests benchmarks
+	$(BIN)/ruff format --check hsmbridge tests benchmarks
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache
