@@ -38,6 +38,13 @@ log = logging.getLogger(__name__)
 GENERATED_KEY_BYTES = 32
 _MAX_RETRIES = 3
 
+#: Called before a key is created: may refuse it (an instance policy forbids the kind of key) or
+#: return the spec with instance-level defaults applied (policies that apply to new keys only).
+AdmissionRule = Callable[[CallContext, "KeySpec"], "KeySpec"]
+#: Called before a key is deleted with the caller's `force`: may refuse (registrations protect the
+#: key) or clean up what a forced delete removes.
+DeletionGuard = Callable[[CallContext, Key, bool], None]
+
 
 @dataclass(frozen=True, slots=True)
 class KeySpec:
@@ -89,6 +96,8 @@ class KeyService:
         self._clock = clock
         self._import_tokens = import_tokens
         self._versions = _VersionCache()
+        self.admission_rules: list[AdmissionRule] = []
+        self.deletion_guards: list[DeletionGuard] = []
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -148,6 +157,8 @@ class KeyService:
     # -- create ----------------------------------------------------------------------------------
 
     def create(self, ctx: CallContext, spec: KeySpec) -> Key:
+        for rule in self.admission_rules:
+            spec = rule(ctx, spec)
         name = validation.validate_name(spec.name)
         description = validation.validate_description(spec.description)
         aliases = validation.validate_aliases(spec.aliases)
@@ -306,10 +317,12 @@ class KeyService:
 
         return self._mutate(ctx, key_id_or_alias, change)
 
-    def delete(self, ctx: CallContext, key_id_or_alias: str) -> Key:
+    def delete(self, ctx: CallContext, key_id_or_alias: str, *, force: bool = False) -> Key:
         def change(key: Key, now: datetime) -> None:
             lifecycle.require_delete(key)
             self._check_dual_authorization(ctx, key, now)
+            for guard in self.deletion_guards:
+                guard(ctx, key, force)
             key.state_before_delete = key.state
             key.state = KeyState.DESTROYED
             key.state_changed_at = now

@@ -1,0 +1,70 @@
+"""The Key Protect API v2 facade as a FastAPI application over the service layer.
+
+One module per resource contributes an `APIRouter`; the order below matters where paths overlap:
+`/api/v2/keys/registrations` must be matched before `/api/v2/keys/{id}`.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from hsmbridge.core.services import Services
+from hsmbridge.errors import InvalidInput, NotFound, Reason, Unsupported
+from hsmbridge.rest import context
+from hsmbridge.rest.context import RestAuthenticator, RestState
+from hsmbridge.rest.errors import Operation
+from hsmbridge.rest.representation import RenderContext
+
+_ROUTING = Operation("Request", "processed")
+
+
+def create_app(services: Services, authenticator: RestAuthenticator, render: RenderContext) -> FastAPI:
+    from hsmbridge.rest import (  # one module per resource
+        actions,
+        aliases,
+        events,
+        import_tokens,
+        instance,
+        key_policies,
+        key_rings,
+        keys,
+        registrations,
+    )
+
+    app = FastAPI(
+        title="hsmbridge — Key Protect API v2",
+        description="IBM Key Protect API v2, served by hsmbridge over a PKCS#11 HSM.",
+        version="2.0",
+    )
+    app.state.hsmbridge = RestState(services, authenticator, render)
+    for module in (
+        registrations,
+        key_rings,
+        key_policies,
+        instance,
+        import_tokens,
+        events,
+        aliases,
+        actions,
+        keys,
+    ):
+        app.include_router(module.router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            error: Exception = Unsupported("This method is not supported on this resource.")
+        elif exc.status_code == 404:
+            error = NotFound("The requested resource does not exist.", reason=Reason.NOT_FOUND)
+        else:
+            error = InvalidInput("The request could not be processed.")
+        return context.error_response(request, error, _ROUTING)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return context.error_response(request, InvalidInput("The request is malformed."), _ROUTING)
+
+    return app
