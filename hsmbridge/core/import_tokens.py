@@ -43,6 +43,16 @@ class SecureImport:
     oaep_hash: OaepHash = OaepHash.SHA256
 
 
+def _found(token: ImportToken | None) -> ImportToken:
+    if token is None:
+        raise NotFound(
+            "An import token was not found in the specified service instance. To create an "
+            "import token, use 'POST /import_token'.",
+            reason=Reason.IMPORT_TOKEN_NOT_FOUND,
+        )
+    return token
+
+
 class ImportTokenService:
     def __init__(self, store: Store, backend: CryptoBackend, clock: Clock) -> None:
         self._store = store
@@ -103,27 +113,24 @@ class ImportTokenService:
         return token
 
     def current(self, ctx: CallContext) -> ImportToken:
-        token = self._store.get_import_token(ctx.tenant)
-        if token is None:
-            raise NotFound(
-                "An import token was not found in the specified service instance. To create an "
-                "import token, use 'POST /import_token'.",
-                reason=Reason.IMPORT_TOKEN_NOT_FOUND,
-            )
-        return token
+        return _found(self._store.get_import_token(ctx.tenant))
 
     def retrieve(self, ctx: CallContext) -> ImportToken:
-        """Hand out the public key and nonce, spending one retrieval."""
-        token = self.current(ctx)
-        now = self._clock.now()
-        if token.expires_at <= now or token.remaining_retrievals <= 0:
-            raise Conflict(
-                "The import token has reached its 'maxAllowedRetrievals' or 'expirationDate'. To "
-                "create a new import token, use 'POST /import_token'.",
-                reason=Reason.IMPORT_TOKEN_EXPIRED,
-            )
-        token.remaining_retrievals -= 1
+        """Hand out the public key and nonce, spending one retrieval.
+
+        Read, check and decrement in one write transaction: concurrent retrievals (threads or
+        replicas) must not all read the same count and overspend `maxAllowedRetrievals`.
+        """
         with self._store.transaction() as tx:
+            token = _found(tx.get_import_token(ctx.tenant))
+            now = self._clock.now()
+            if token.expires_at <= now or token.remaining_retrievals <= 0:
+                raise Conflict(
+                    "The import token has reached its 'maxAllowedRetrievals' or 'expirationDate'. To "
+                    "create a new import token, use 'POST /import_token'.",
+                    reason=Reason.IMPORT_TOKEN_EXPIRED,
+                )
+            token.remaining_retrievals -= 1
             tx.update_import_token(token)
         return token
 
