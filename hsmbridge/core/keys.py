@@ -405,11 +405,16 @@ class KeyService:
         """Returns (key, created); an alias the key already has is not an error."""
         validation.validate_alias(alias, target="alias")
         key = self.get(ctx, key_id_or_alias)
-        if alias in key.aliases:
-            return key, False
-        if len(key.aliases) >= validation.MAX_ALIASES_PER_KEY:
-            raise Conflict("A key can have at most 5 aliases", reason=Reason.ALIAS_QUOTA)
+        # Count inside the transaction that adds, so concurrent additions cannot overrun the quota.
         with self._store.transaction() as tx:
+            current = tx.get_key(ctx.tenant, key.id)
+            if current is None:
+                raise NotFound("Key does not exist", reason=Reason.KEY_NOT_FOUND)
+            key.aliases = current.aliases
+            if alias in key.aliases:
+                return key, False
+            if len(key.aliases) >= validation.MAX_ALIASES_PER_KEY:
+                raise Conflict("A key can have at most 5 aliases", reason=Reason.ALIAS_QUOTA)
             tx.add_alias(ctx.tenant, key.id, alias)
         key.aliases.append(alias)
         return key, True
