@@ -8,13 +8,18 @@ only moves through the `FixedClock`.
 from __future__ import annotations
 
 import os
+import threading
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from fakes import FakeBackend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from services import call_context
+from services import build_services, call_context, close_services, new_store
 
 from hsmbridge.core import lifecycle
 from hsmbridge.core.clock import FixedClock
@@ -261,6 +266,42 @@ def test_at_most_five_aliases_per_key(services: Services, ctx: CallContext) -> N
     services.keys.remove_alias(ctx, key.id, six[0])
     assert services.keys.add_alias(ctx, key.id, six[5])[1]
     assert services.keys.get(ctx, six[5]).id == key.id
+
+
+def test_concurrent_alias_additions_respect_the_quota(tmp_path: Path, tenant: str) -> None:
+    """Replicas (threads here) adding aliases at once: the quota of five holds however they
+    interleave, because the count is checked in the transaction that adds."""
+    backend = FakeBackend()
+    store = new_store(str(tmp_path / "store.db"))
+    services = build_services(backend, store=store)
+    ctx = call_context(tenant)
+    key = create(services, ctx, aliases=["one", "two", "three", "four"])
+    get_key = store.get_key
+
+    def slow_get_key(tenant: str, key_id: str) -> Key | None:  # widens the read-to-write window
+        found = get_key(tenant, key_id)
+        time.sleep(0.02)
+        return found
+
+    store.get_key = slow_get_key  # type: ignore[method-assign]
+    barrier = threading.Barrier(6)
+
+    def add(i: int) -> bool | Reason:
+        barrier.wait()
+        try:
+            return services.keys.add_alias(ctx, key.id, f"racer-{i}")[1]
+        except Conflict as exc:
+            return exc.reason
+
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(add, range(6)))
+        del store.get_key
+        assert sorted(outcomes, key=str) == [Reason.ALIAS_QUOTA] * 5 + [True]
+        assert len(services.keys.get(ctx, key.id).aliases) == 5
+    finally:
+        close_services(services)
+        backend.close()
 
 
 def test_repeated_aliases_in_one_request_count_once(services: Services, ctx: CallContext) -> None:
