@@ -558,6 +558,36 @@ def test_of_two_racing_rotations_only_one_succeeds(services: Services, ctx: Call
     assert services.keys.get(ctx, key.id).current_version_id == raced[0]
 
 
+def test_a_state_change_that_loses_a_race_is_rechecked_not_applied_blindly(
+    services: Services, ctx: CallContext
+) -> None:
+    """We read the key, a second replica deletes it, then we try to disable our stale copy: the
+    write loses on the revision, the retry re-reads and refuses, and the deletion stands."""
+    key = create(services, ctx)
+    replica = Services.build(services.store, services.backend, clock=services.clock)
+    store = services.store
+    get_key = store.get_key
+    raced: list[bool] = []
+
+    def get_key_then_race(tenant: str, key_id: str) -> Key | None:
+        found = get_key(tenant, key_id)
+        if not raced:
+            raced.append(True)
+            replica.keys.delete(ctx, key_id)
+        return found
+
+    store.get_key = get_key_then_race  # type: ignore[method-assign]
+    try:
+        with raises(Gone, Reason.KEY_DELETED):
+            services.keys.disable(ctx, key.id)
+    finally:
+        del store.get_key
+    assert raced
+    stored = services.keys.get(ctx, key.id)
+    assert stored.state is KeyState.DESTROYED
+    assert stored.state_before_delete is KeyState.ACTIVE
+
+
 # --- disable and enable ------------------------------------------------------------------------------
 
 
