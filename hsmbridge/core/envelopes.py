@@ -87,7 +87,7 @@ class EnvelopeService:
         aad: Sequence[str] = (),
     ) -> WrapResult:
         validate_aad(aad)
-        key = self._keys.get(ctx, key_id_or_alias)
+        key = self._keys.get_for_use(ctx, key_id_or_alias)
         lifecycle.require_wrap(key)
         version = self._keys.current_version(ctx, key)
         generated = None
@@ -106,7 +106,7 @@ class EnvelopeService:
         self, ctx: CallContext, key_id_or_alias: str, ciphertext: bytes, aad: Sequence[str] = ()
     ) -> UnwrapResult:
         validate_aad(aad)
-        key = self._keys.get(ctx, key_id_or_alias)
+        key = self._keys.get_for_use(ctx, key_id_or_alias)
         lifecycle.require_unwrap(key)
         plaintext, version = self._open(ctx, key, ciphertext, aad)
         result = UnwrapResult(plaintext, version.id)
@@ -120,7 +120,7 @@ class EnvelopeService:
         self, ctx: CallContext, key_id_or_alias: str, ciphertext: bytes, aad: Sequence[str] = ()
     ) -> RewrapResult:
         validate_aad(aad)
-        key = self._keys.get(ctx, key_id_or_alias)
+        key = self._keys.get_for_use(ctx, key_id_or_alias)
         lifecycle.require_unwrap(key)
         plaintext, version = self._open(ctx, key, ciphertext, aad)
         try:
