@@ -7,7 +7,9 @@ Measured in one run, on one throw-away SoftHSM2 token, one thread each:
   backend   Pkcs11Backend.gcm_encrypt (pool checkout, handle cache, HSM-random IV)
   service   EnvelopeService.wrap (key lookup in SQLite, lifecycle checks, envelope, AAD binding)
   grpc      CryptoService/Wrap through a real daemon over loopback, one client, unary calls
-Prints median and min–max ops/s of the runs and each layer as a ratio of `raw`.
+  grpc-bare the same daemon's health Check: a unary call that does no work (the gRPC floor)
+Prints median and min–max ops/s of the runs and each layer as a ratio of `raw`, and gRPC Wrap as
+a ratio of the bare call.
 """
 
 from __future__ import annotations
@@ -90,13 +92,15 @@ def main() -> int:
         }
         results: dict[str, list[float]] = {name: [] for name in layers}
         results["grpc"] = []
+        results["grpc-bare"] = []
         daemon = _start_daemon(workdir, pin)
         try:
-            grpc_call = _grpc_wrap(daemon, key.id)
+            grpc_call, bare_call = _grpc_calls(daemon, key.id)
             for _ in range(args.runs):
                 for name, fn in layers.items():
                     results[name].append(measure(fn, args.seconds))
                 results["grpc"].append(measure(grpc_call, args.seconds))
+                results["grpc-bare"].append(measure(bare_call, args.seconds))
         finally:
             daemon.terminate()
             daemon.wait(timeout=30)
@@ -112,6 +116,8 @@ def main() -> int:
         print(
             f"{name:10} {median:13,.0f} {min(values):9,.0f}-{max(values):<9,.0f} {median / raw_median:7.2f}"
         )
+    grpc_ratio = statistics.median(results["grpc"]) / statistics.median(results["grpc-bare"])
+    print(f"gRPC Wrap / bare gRPC call on the same daemon: {grpc_ratio:.2f}")
     return 0
 
 
@@ -141,15 +147,19 @@ def _start_daemon(workdir: Path, pin: str):  # type: ignore[no-untyped-def]
     raise RuntimeError("daemon did not start")
 
 
-def _grpc_wrap(daemon, key_id: str) -> Callable[[], object]:  # type: ignore[no-untyped-def]
+def _grpc_calls(daemon, key_id: str) -> tuple[Callable[[], object], Callable[[], object]]:  # type: ignore[no-untyped-def]
     import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from hsmbridge.v1 import crypto_pb2, crypto_pb2_grpc
 
-    stub = crypto_pb2_grpc.CryptoServiceStub(grpc.insecure_channel(daemon.address))
+    channel = grpc.insecure_channel(daemon.address)
+    stub = crypto_pb2_grpc.CryptoServiceStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
     request = crypto_pb2.WrapRequest(key_id=key_id, plaintext=os.urandom(32), aad=["0123456789abcdef"])
     md = (("x-hsmbridge-tenant", "bench-tenant"),)
-    return lambda: stub.Wrap(request, metadata=md)
+    check = health_pb2.HealthCheckRequest()
+    return (lambda: stub.Wrap(request, metadata=md)), (lambda: health.Check(check))
 
 
 if __name__ == "__main__":
