@@ -85,6 +85,22 @@ def test_wrap_and_unwrap_by_alias(services: Services, ctx: CallContext) -> None:
     assert services.envelopes.unwrap(ctx, "payments-kek", wrapped.ciphertext).plaintext == DEK
 
 
+def test_a_removed_alias_stops_resolving_for_envelopes_at_once(services: Services, ctx: CallContext) -> None:
+    """Envelope lookups may be cached; a change made through this process must show at once."""
+    key = root_key(services, ctx, aliases=["moving"])
+    ciphertext = services.envelopes.wrap(ctx, "moving", DEK).ciphertext
+    services.keys.remove_alias(ctx, key.id, "moving")
+    with pytest.raises(NotFound):
+        services.envelopes.wrap(ctx, "moving", DEK)
+    with pytest.raises(NotFound):
+        services.envelopes.unwrap(ctx, "moving", ciphertext)
+
+    successor = root_key(services, ctx, "successor", aliases=["moving"])
+    assert services.envelopes.wrap(ctx, "moving", DEK).key_version_id == successor.id
+    with pytest.raises(IntegrityError):
+        services.envelopes.unwrap(ctx, "moving", ciphertext)
+
+
 def test_wrap_with_aad_needs_the_same_aad_to_unwrap(services: Services, ctx: CallContext) -> None:
     key = root_key(services, ctx)
     wrapped = services.envelopes.wrap(ctx, key.id, DEK, AAD)
