@@ -28,7 +28,16 @@ from hsmbridge.core.model import (
     WrappedKey,
 )
 from hsmbridge.core.store import migrate as migrations
-from hsmbridge.core.store.base import InstancePolicy, KeyQuery, KeyRing, Store
+from hsmbridge.core.store.base import (
+    InstancePolicy,
+    KeyPolicyRecord,
+    KeyQuery,
+    KeyRing,
+    Registration,
+    RegistrationQuery,
+    RegistrationState,
+    Store,
+)
 from hsmbridge.core.store.sqlite import SqliteStore
 from hsmbridge.errors import AlreadyExists, Conflict, InternalError, InvalidInput, NotFound, Reason
 
@@ -685,6 +694,211 @@ def test_list_keys_pages_with_limit_and_offset_while_count_ignores_them(catalogu
     q = KeyQuery(extractable=False, limit=2, offset=1)
     assert ids(catalogue.list_keys(TENANT, q)) == ["k03", "k05"]
     assert catalogue.count_keys(TENANT, q) == 6
+
+
+# --- key policy records (migration 002) --------------------------------------------------------
+
+
+def policy_record(key_id: str = "k1", policy_type: str = "rotation", **fields: object) -> KeyPolicyRecord:
+    record = KeyPolicyRecord(
+        tenant=TENANT,
+        key_id=key_id,
+        policy_type=policy_type,
+        id=f"pol-{key_id}-{policy_type}",
+        created_at=T0,
+        created_by="alice",
+        updated_at=T0,
+        updated_by="alice",
+    )
+    return replace(record, **fields)  # type: ignore[arg-type]
+
+
+def test_key_policy_records_round_trip_in_type_order(store: Store) -> None:
+    insert(store, "k1")
+    rotation, dual = policy_record(), policy_record(policy_type="dualAuthDelete")
+    with store.transaction() as tx:
+        tx.put_key_policy_record(rotation)
+        tx.put_key_policy_record(dual)
+    assert store.get_key_policy_records(TENANT, "k1") == [dual, rotation]
+    assert store.get_key_policy_records(TENANT, "k2") == []
+
+
+def test_replacing_a_key_policy_record_keeps_its_id_and_creation(store: Store) -> None:
+    insert(store, "k1")
+    later = T0 + timedelta(hours=3)
+    with store.transaction() as tx:
+        tx.put_key_policy_record(policy_record())
+    with store.transaction() as tx:
+        tx.put_key_policy_record(
+            policy_record(id="other", created_at=later, created_by="bob", updated_at=later, updated_by="bob")
+        )
+    assert store.get_key_policy_records(TENANT, "k1") == [policy_record(updated_at=later, updated_by="bob")]
+
+
+def test_a_key_policy_record_needs_its_key_in_the_same_tenant(store: Store) -> None:
+    insert(store, "k1", tenant=OTHER)
+    with pytest.raises(NotFound) as err, store.transaction() as tx:
+        tx.put_key_policy_record(policy_record())
+    assert err.value.reason == Reason.KEY_NOT_FOUND
+    with store.transaction() as tx:
+        tx.put_key_policy_record(policy_record(tenant=OTHER))
+    assert store.get_key_policy_records(TENANT, "k1") == []
+    assert len(store.get_key_policy_records(OTHER, "k1")) == 1
+
+
+# --- registrations (migration 002) -------------------------------------------------------------
+
+CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/acct:inst-1:bucket:b1"
+
+
+def registration(key_id: str = "k1", crn: str = CRN, **fields: object) -> Registration:
+    reg = Registration(
+        tenant=TENANT,
+        key_id=key_id,
+        resource_crn=crn,
+        prevent_key_deletion=False,
+        key_version_id=f"{key_id}-v1",
+        key_version_created_at=T0,
+        created_at=T0,
+        created_by="svc",
+        updated_at=T0,
+        updated_by="svc",
+    )
+    return replace(reg, **fields)  # type: ignore[arg-type]
+
+
+def add_registrations(store: Store, *regs: Registration) -> None:
+    with store.transaction() as tx:
+        for reg in regs:
+            tx.insert_registration(reg)
+
+
+def test_a_registration_with_every_field_round_trips(store: Store) -> None:
+    insert(store, "k1")
+    reg = registration(
+        description="bucket b1",
+        registration_metadata='{"any": "thing"}',
+        prevent_key_deletion=True,
+        state=RegistrationState.SUSPENDED,
+    )
+    add_registrations(store, reg)
+    assert store.get_registration(TENANT, "k1", CRN) == reg
+    assert store.get_registration(TENANT, "k1", CRN + "x") is None
+    assert store.get_registration(OTHER, "k1", CRN) is None
+
+
+def test_a_duplicate_registration_already_exists_and_a_missing_key_is_not_found(store: Store) -> None:
+    insert(store, "k1")
+    insert(store, "k2")
+    add_registrations(store, registration())
+    with pytest.raises(AlreadyExists), store.transaction() as tx:
+        tx.insert_registration(registration(description="different"))
+    add_registrations(store, registration("k2"))  # the same resource with another key is fine
+    with pytest.raises(NotFound) as err, store.transaction() as tx:
+        tx.insert_registration(registration("nope"))
+    assert err.value.reason == Reason.KEY_NOT_FOUND
+    with pytest.raises(NotFound), store.transaction() as tx:  # the key lives in TENANT only
+        tx.insert_registration(registration(tenant=OTHER))
+
+
+def test_updating_a_registration_keeps_its_identity_and_creation(store: Store) -> None:
+    insert(store, "k1")
+    add_registrations(store, registration())
+    later = T0 + timedelta(days=1)
+    changed = registration(
+        description="now described",
+        prevent_key_deletion=True,
+        key_version_id="k1-v2",
+        key_version_created_at=later,
+        state=RegistrationState.DEACTIVATED,
+        updated_at=later,
+        updated_by="other-svc",
+    )
+    with store.transaction() as tx:
+        tx.update_registration(replace(changed, created_at=later, created_by="intruder"))
+    assert store.get_registration(TENANT, "k1", CRN) == changed
+
+
+def test_updating_a_missing_registration_is_not_found(store: Store) -> None:
+    insert(store, "k1")
+    with pytest.raises(NotFound) as err, store.transaction() as tx:
+        tx.update_registration(registration())
+    assert err.value.reason == Reason.REGISTRATION_NOT_FOUND
+
+
+def test_deleting_a_registration_says_whether_it_existed(store: Store) -> None:
+    insert(store, "k1")
+    add_registrations(store, registration())
+    with store.transaction() as tx:
+        assert tx.delete_registration(OTHER, "k1", CRN) is False
+        assert tx.delete_registration(TENANT, "k1", CRN) is True
+        assert tx.delete_registration(TENANT, "k1", CRN) is False
+    assert store.get_registration(TENANT, "k1", CRN) is None
+
+
+@pytest.fixture
+def registered(store: Store) -> Store:
+    """k1 (default ring) and k2 (ring2) in TENANT with registrations in creation order; noise in OTHER."""
+    with store.transaction() as tx:
+        tx.create_key_ring(KeyRing(id="ring2", tenant=TENANT, created_at=T0, created_by="x"))
+    insert(store, "k1")
+    insert(store, "k2", key_ring="ring2")
+    insert(store, "k1", tenant=OTHER)
+    base = "crn:v1:bluemix:public:cos:global:a/acct:"
+    add_registrations(
+        store,
+        registration("k2", base + "inst-1:bucket:b2", created_at=T0 + timedelta(seconds=1)),
+        registration("k1", base + "inst-1:bucket:b1", prevent_key_deletion=True),
+        registration("k1", base + "INST-1:bucket:b3", created_at=T0 + timedelta(seconds=2)),
+        registration(
+            "k1",
+            base + "inst-2:bucket:b4",
+            created_at=T0 + timedelta(seconds=3),
+            state=RegistrationState.SUSPENDED,
+        ),
+        registration("k1", base + "inst-1:bucket:b1", tenant=OTHER),
+    )
+    return store
+
+
+def crns(regs: list[Registration]) -> list[str]:
+    return [r.resource_crn.rsplit(":", 1)[1] for r in regs]
+
+
+def test_list_registrations_shows_active_ones_oldest_first_within_the_tenant(registered: Store) -> None:
+    assert crns(registered.list_registrations(TENANT, RegistrationQuery())) == ["b1", "b2", "b3"]
+    assert crns(registered.list_registrations(OTHER, RegistrationQuery())) == ["b1"]
+    everything = RegistrationQuery(states=None)
+    assert crns(registered.list_registrations(TENANT, everything)) == ["b1", "b2", "b3", "b4"]
+    suspended = RegistrationQuery(states=[RegistrationState.SUSPENDED])
+    assert crns(registered.list_registrations(TENANT, suspended)) == ["b4"]
+    assert registered.list_registrations(TENANT, RegistrationQuery(states=[])) == []
+
+
+def test_list_registrations_filters_by_key_ring_prefix_and_retention(registered: Store) -> None:
+    def listed(**query: object) -> list[str]:
+        return crns(registered.list_registrations(TENANT, RegistrationQuery(**query)))  # type: ignore[arg-type]
+
+    assert listed(key_id="k1") == ["b1", "b3"]
+    assert listed(key_ring="ring2") == ["b2"]
+    assert listed(key_ring=DEFAULT_KEY_RING) == ["b1", "b3"]
+    assert listed(prevent_key_deletion=True) == ["b1"]
+    assert listed(prevent_key_deletion=False) == ["b2", "b3"]
+    # A literal, case-sensitive prefix: % and _ mean nothing, INST-1 is not inst-1.
+    assert listed(crn_prefix="crn:v1:bluemix:public:cos:global:a/acct:inst-1") == ["b1", "b2"]
+    assert listed(crn_prefix="crn:v1:bluemix:public:cos:global:a/acct:INST") == ["b3"]
+    assert listed(crn_prefix="crn:v1:bluemix:public:cos:global:a/acct:inst%") == []
+    assert listed(crn_prefix="crn:v1:bluemix:public:cos:global:a_acct") == []
+    assert listed(key_id="k1", crn_prefix="crn:v1:bluemix:public:cos:global:a/acct:inst-1") == ["b1"]
+
+
+def test_purge_takes_policy_records_and_registrations_with_the_key(registered: Store) -> None:
+    with registered.transaction() as tx:
+        tx.put_key_policy_record(policy_record())
+        tx.purge_key(TENANT, "k1")
+    assert registered.get_key_policy_records(TENANT, "k1") == []
+    assert crns(registered.list_registrations(TENANT, RegistrationQuery(states=None))) == ["b2"]
+    assert crns(registered.list_registrations(OTHER, RegistrationQuery())) == ["b1"]
 
 
 # --- migrations and lifecycle ------------------------------------------------------------------

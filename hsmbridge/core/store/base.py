@@ -16,6 +16,7 @@ Rules every backend keeps:
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -71,6 +72,14 @@ class StoreReader(Protocol):
 
     def list_key_rings(self, tenant: str) -> list[KeyRing]: ...
     def get_instance_policies(self, tenant: str) -> list[InstancePolicy]: ...
+    def get_key_policy_records(self, tenant: str, key_id: str) -> list[KeyPolicyRecord]:
+        """The key's policy metadata rows, ordered by policy type."""
+        ...
+
+    def get_registration(self, tenant: str, key_id: str, resource_crn: str) -> Registration | None: ...
+    def list_registrations(self, tenant: str, query: RegistrationQuery) -> list[Registration]:
+        """Every match (no paging: callers filter CRN patterns first), oldest first."""
+        ...
 
 
 class StoreTransaction(StoreReader, Protocol):
@@ -99,6 +108,19 @@ class StoreTransaction(StoreReader, Protocol):
     def create_key_ring(self, ring: KeyRing) -> None: ...
     def delete_key_ring(self, tenant: str, ring_id: str) -> None: ...
     def put_instance_policy(self, tenant: str, policy: InstancePolicy) -> None: ...
+    def put_key_policy_record(self, record: KeyPolicyRecord) -> None:
+        """Upsert; on replace the original `id`, `created_at` and `created_by` are kept."""
+        ...
+
+    def insert_registration(self, registration: Registration) -> None:
+        """`AlreadyExists` if (tenant, key, CRN) is taken; `NotFound` if the key does not exist."""
+        ...
+
+    def update_registration(self, registration: Registration) -> None:
+        """Write every mutable field; `NotFound` (REGISTRATION_NOT_FOUND) if it does not exist."""
+        ...
+
+    def delete_registration(self, tenant: str, key_id: str, resource_crn: str) -> bool: ...
 
 
 class Store(StoreReader, Protocol):
@@ -115,3 +137,65 @@ class Store(StoreReader, Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# --- key policies and registrations (migration 002) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPolicyRecord:
+    """Who set a key policy, and when. The policy's value lives on the `Key` (``dual_auth``,
+    ``rotation``) because the lifecycle reads it there; this is only what the E23 representation
+    adds to it."""
+
+    tenant: str
+    key_id: str
+    policy_type: str  # "rotation" | "dualAuthDelete"
+    id: str
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str
+
+
+class RegistrationState(enum.IntEnum):
+    """A registration's life: active until its key is force-deleted, then suspended until the
+    integrated service deactivates it (E33)."""
+
+    ACTIVE = 1
+    SUSPENDED = 2
+    DEACTIVATED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A cloud resource (by CRN) that a key protects (E29). Keyed by (tenant, key_id, resource_crn)."""
+
+    tenant: str
+    key_id: str
+    resource_crn: str
+    prevent_key_deletion: bool
+    key_version_id: str
+    key_version_created_at: datetime
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str
+    description: str | None = None
+    registration_metadata: str | None = None
+    state: RegistrationState = RegistrationState.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationQuery:
+    """Filters for `list_registrations`; `None` means "any".
+
+    `crn_prefix` is a literal prefix of ``resource_crn`` (wildcard patterns are matched by the
+    caller); `key_ring` selects registrations of keys currently in that ring.
+    """
+
+    key_id: str | None = None
+    key_ring: str | None = None
+    crn_prefix: str | None = None
+    prevent_key_deletion: bool | None = None
+    states: Sequence[RegistrationState] | None = (RegistrationState.ACTIVE,)

@@ -48,7 +48,15 @@ from hsmbridge.core.model import (
     WrappedKey,
 )
 from hsmbridge.core.store import migrate as _migrate
-from hsmbridge.core.store.base import InstancePolicy, KeyQuery, KeyRing
+from hsmbridge.core.store.base import (
+    InstancePolicy,
+    KeyPolicyRecord,
+    KeyQuery,
+    KeyRing,
+    Registration,
+    RegistrationQuery,
+    RegistrationState,
+)
 from hsmbridge.errors import (
     AlreadyExists,
     Conflict,
@@ -318,6 +326,76 @@ def _key_filter(tenant: str, query: KeyQuery) -> tuple[str, list[Any]] | None:
     return " AND ".join(clauses), params
 
 
+_KEY_POLICY_COLUMNS = "tenant, key_id, policy_type, id, created_at, created_by, updated_at, updated_by"
+_REGISTRATION_COLUMNS = (
+    "tenant",
+    "key_id",
+    "resource_crn",
+    "description",
+    "prevent_key_deletion",
+    "registration_metadata",
+    "key_version_id",
+    "key_version_created_at",
+    "state",
+    "created_at",
+    "created_by",
+    "updated_at",
+    "updated_by",
+)
+_REGISTRATION_SELECT = (
+    "SELECT " + ", ".join(f"r.{c}" for c in _REGISTRATION_COLUMNS) + " FROM registrations r"
+)
+
+
+def _row_to_key_policy(row: sqlite3.Row) -> KeyPolicyRecord:
+    return KeyPolicyRecord(
+        tenant=row["tenant"],
+        key_id=row["key_id"],
+        policy_type=row["policy_type"],
+        id=row["id"],
+        created_at=_dt(row["created_at"]),
+        created_by=row["created_by"],
+        updated_at=_dt(row["updated_at"]),
+        updated_by=row["updated_by"],
+    )
+
+
+def _registration_params(reg: Registration) -> dict[str, Any]:
+    return {
+        "tenant": reg.tenant,
+        "key_id": reg.key_id,
+        "resource_crn": reg.resource_crn,
+        "description": reg.description,
+        "prevent_key_deletion": bool(reg.prevent_key_deletion),
+        "registration_metadata": reg.registration_metadata,
+        "key_version_id": reg.key_version_id,
+        "key_version_created_at": _ts(reg.key_version_created_at),
+        "state": int(reg.state),
+        "created_at": _ts(reg.created_at),
+        "created_by": reg.created_by,
+        "updated_at": _ts(reg.updated_at),
+        "updated_by": reg.updated_by,
+    }
+
+
+def _row_to_registration(row: sqlite3.Row) -> Registration:
+    return Registration(
+        tenant=row["tenant"],
+        key_id=row["key_id"],
+        resource_crn=row["resource_crn"],
+        description=row["description"],
+        prevent_key_deletion=bool(row["prevent_key_deletion"]),
+        registration_metadata=row["registration_metadata"],
+        key_version_id=row["key_version_id"],
+        key_version_created_at=_dt(row["key_version_created_at"]),
+        state=RegistrationState(row["state"]),
+        created_at=_dt(row["created_at"]),
+        created_by=row["created_by"],
+        updated_at=_dt(row["updated_at"]),
+        updated_by=row["updated_by"],
+    )
+
+
 # --- reads and writes on one connection --------------------------------------------------------
 
 
@@ -466,6 +544,55 @@ class _SqliteReader:
             )
             for row in rows
         ]
+
+    @_guarded
+    def get_key_policy_records(self, tenant: str, key_id: str) -> list[KeyPolicyRecord]:
+        rows = self._all(
+            f"SELECT {_KEY_POLICY_COLUMNS} FROM key_policies "
+            "WHERE tenant = ? AND key_id = ? ORDER BY policy_type",
+            (tenant, key_id),
+        )
+        return [_row_to_key_policy(row) for row in rows]
+
+    @_guarded
+    def get_registration(self, tenant: str, key_id: str, resource_crn: str) -> Registration | None:
+        row = self._one(
+            _REGISTRATION_SELECT + " WHERE r.tenant = ? AND r.key_id = ? AND r.resource_crn = ?",
+            (tenant, key_id, resource_crn),
+        )
+        return None if row is None else _row_to_registration(row)
+
+    @_guarded
+    def list_registrations(self, tenant: str, query: RegistrationQuery) -> list[Registration]:
+        clauses = ["r.tenant = ?"]
+        params: list[Any] = [tenant]
+        join = ""
+        if query.states is not None:
+            states = sorted({int(s) for s in query.states})
+            if not states:
+                return []
+            clauses.append("r.state IN (" + ", ".join("?" for _ in states) + ")")
+            params.extend(states)
+        if query.key_id is not None:
+            clauses.append("r.key_id = ?")
+            params.append(query.key_id)
+        if query.key_ring is not None:
+            join = " JOIN keys k ON k.tenant = r.tenant AND k.id = r.key_id"
+            clauses.append("k.key_ring = ?")
+            params.append(query.key_ring)
+        if query.crn_prefix:
+            # substr, not LIKE: SQLite's LIKE folds ASCII case, and CRNs are case-sensitive.
+            clauses.append("substr(r.resource_crn, 1, length(?)) = ?")
+            params.extend([query.crn_prefix, query.crn_prefix])
+        if query.prevent_key_deletion is not None:
+            clauses.append("r.prevent_key_deletion = ?")
+            params.append(bool(query.prevent_key_deletion))
+        rows = self._all(
+            f"{_REGISTRATION_SELECT}{join} WHERE {' AND '.join(clauses)} "
+            "ORDER BY r.created_at, r.key_id, r.resource_crn",
+            params,
+        )
+        return [_row_to_registration(row) for row in rows]
 
 
 class _SqliteTransaction(_SqliteReader):
@@ -627,6 +754,8 @@ class _SqliteTransaction(_SqliteReader):
         with self._atomic("purge_key"):
             db = self._db()
             db.execute("DELETE FROM key_aliases WHERE tenant = ? AND key_id = ?", (tenant, key_id))
+            db.execute("DELETE FROM key_policies WHERE tenant = ? AND key_id = ?", (tenant, key_id))
+            db.execute("DELETE FROM registrations WHERE tenant = ? AND key_id = ?", (tenant, key_id))
             db.execute("DELETE FROM key_versions WHERE tenant = ? AND key_id = ?", (tenant, key_id))
             cur = db.execute("DELETE FROM keys WHERE tenant = ? AND id = ?", (tenant, key_id))
             if cur.rowcount == 0:
@@ -717,6 +846,67 @@ class _SqliteTransaction(_SqliteReader):
         except sqlite3.IntegrityError as exc:
             self._require_tenant(tenant)
             raise InternalError("could not store the instance policy") from exc
+
+    @_guarded
+    def put_key_policy_record(self, record: KeyPolicyRecord) -> None:
+        """Upsert keeping `id`, `created_at`, `created_by` (see `put_instance_policy` for why)."""
+        try:
+            self._db().execute(
+                f"INSERT INTO key_policies ({_KEY_POLICY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (tenant, key_id, policy_type) DO UPDATE SET "
+                "updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                (
+                    record.tenant,
+                    record.key_id,
+                    record.policy_type,
+                    record.id,
+                    _ts(record.created_at),
+                    record.created_by,
+                    _ts(record.updated_at),
+                    record.updated_by,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            if not self._key_exists(record.tenant, record.key_id):
+                raise NotFound("key not found", reason=Reason.KEY_NOT_FOUND) from exc
+            raise InternalError("could not store the key policy") from exc
+
+    @_guarded
+    def insert_registration(self, registration: Registration) -> None:
+        params = _registration_params(registration)
+        try:
+            self._db().execute(
+                "INSERT INTO registrations ("
+                + ", ".join(_REGISTRATION_COLUMNS)
+                + ") VALUES ("
+                + ", ".join(f":{c}" for c in _REGISTRATION_COLUMNS)
+                + ")",
+                params,
+            )
+        except sqlite3.IntegrityError as exc:
+            if not self._key_exists(registration.tenant, registration.key_id):
+                raise NotFound("key not found", reason=Reason.KEY_NOT_FOUND) from exc
+            raise AlreadyExists("a registration for this key and resource already exists") from exc
+
+    @_guarded
+    def update_registration(self, registration: Registration) -> None:
+        identity = ("tenant", "key_id", "resource_crn", "created_at", "created_by")
+        cur = self._db().execute(
+            "UPDATE registrations SET "
+            + ", ".join(f"{c} = :{c}" for c in _REGISTRATION_COLUMNS if c not in identity)
+            + " WHERE tenant = :tenant AND key_id = :key_id AND resource_crn = :resource_crn",
+            _registration_params(registration),
+        )
+        if cur.rowcount == 0:
+            raise NotFound("registration not found", reason=Reason.REGISTRATION_NOT_FOUND)
+
+    @_guarded
+    def delete_registration(self, tenant: str, key_id: str, resource_crn: str) -> bool:
+        cur = self._db().execute(
+            "DELETE FROM registrations WHERE tenant = ? AND key_id = ? AND resource_crn = ?",
+            (tenant, key_id, resource_crn),
+        )
+        return cur.rowcount > 0
 
 
 # --- connection management ---------------------------------------------------------------------
@@ -945,6 +1135,21 @@ class SqliteStore:
     def get_instance_policies(self, tenant: str) -> list[InstancePolicy]:
         with self._reading() as r:
             return r.get_instance_policies(tenant)
+
+    @_guarded
+    def get_key_policy_records(self, tenant: str, key_id: str) -> list[KeyPolicyRecord]:
+        with self._reading() as r:
+            return r.get_key_policy_records(tenant, key_id)
+
+    @_guarded
+    def get_registration(self, tenant: str, key_id: str, resource_crn: str) -> Registration | None:
+        with self._reading() as r:
+            return r.get_registration(tenant, key_id, resource_crn)
+
+    @_guarded
+    def list_registrations(self, tenant: str, query: RegistrationQuery) -> list[Registration]:
+        with self._reading() as r:
+            return r.list_registrations(tenant, query)
 
 
 def _rollback_quietly(conn: sqlite3.Connection) -> None:
