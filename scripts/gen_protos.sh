@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
 out=.
 if [ "${1:-}" = "--check" ]; then out=$(mktemp -d); fi
-"$py" -m grpc_tools.protoc -Iprotos --python_out="$out" --grpc_python_out="$out" --pyi_out="$out" protos/hsmbridge/v1/*.proto
+# google/rpc/status.proto comes from googleapis-common-protos (a runtime dependency).
+common=$("$py" -c 'import google.rpc.status_pb2 as m, pathlib; print(pathlib.Path(m.__file__).parents[2])')
+"$py" -m grpc_tools.protoc -Iprotos -I"$common" --python_out="$out" --grpc_python_out="$out" --pyi_out="$out" protos/hsmbridge/v1/*.proto
 touch "$out/hsmbridge/v1/__init__.py"
 if [ "${1:-}" = "--check" ]; then
   if ! diff -r -x __pycache__ "$out/hsmbridge/v1" hsmbridge/v1 >/dev/null; then

@@ -29,7 +29,15 @@ from cryptography.hazmat.primitives.keywrap import (
 
 from hsmbridge.core.backend import Capabilities, HsmInfo, ImportedKey, KeyRef, MaterialKind, OaepHash, wipe
 from hsmbridge.core.model import WrappedKey
-from hsmbridge.errors import IntegrityError, InternalError, InvalidInput, NotFound, PermissionDenied, Reason
+from hsmbridge.errors import (
+    HsmBridgeError,
+    IntegrityError,
+    InternalError,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    Reason,
+)
 
 AES_LENGTHS = (16, 24, 32)
 _BAD_IMPORT = "the encrypted key could not be decrypted with the import token"
@@ -139,6 +147,22 @@ class FakeBackend:
             return bytearray(aead.decrypt(iv, ciphertext, aad))
         except InvalidTag:
             raise IntegrityError(_BAD_CIPHERTEXT) from None
+
+    def gcm_encrypt_many(
+        self, key: KeyRef, items: Sequence[tuple[bytes | bytearray, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        return [self.gcm_encrypt(key, plaintext, aad) for plaintext, aad in items]
+
+    def gcm_decrypt_many(
+        self, items: Sequence[tuple[KeyRef, bytes, bytes, bytes]]
+    ) -> list[bytearray | HsmBridgeError]:
+        results: list[bytearray | HsmBridgeError] = []
+        for key, iv, ciphertext, aad in items:
+            try:
+                results.append(self.gcm_decrypt(key, iv, ciphertext, aad))
+            except IntegrityError as exc:
+                results.append(exc)
+        return results
 
     def evict(self, version_ids: Sequence[str]) -> None:
         for version_id in version_ids:

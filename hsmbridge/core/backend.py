@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from hsmbridge.core.model import WrappedKey
+from hsmbridge.errors import HsmBridgeError
 
 
 class OaepHash(enum.StrEnum):
@@ -111,6 +112,18 @@ class CryptoBackend(Protocol):
 
     def gcm_decrypt(self, key: KeyRef, iv: bytes, ciphertext: bytes, aad: bytes) -> bytearray:
         """Raise IntegrityError when the tag does not verify."""
+        ...
+
+    def gcm_encrypt_many(
+        self, key: KeyRef, items: Sequence[tuple[bytes | bytearray, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        """`gcm_encrypt` for (plaintext, aad) pairs under one key, in one session checkout."""
+        ...
+
+    def gcm_decrypt_many(
+        self, items: Sequence[tuple[KeyRef, bytes, bytes, bytes]]
+    ) -> list[bytearray | HsmBridgeError]:
+        """(key, iv, ciphertext, aad) items; a failing item yields its error, not an exception."""
         ...
 
     def evict(self, version_ids: Sequence[str]) -> None:

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sized
+
 import grpc
 
 from hsmbridge.core.backend import wipe
+from hsmbridge.core.envelopes import RewrapOutcome, UnwrapItem, UnwrapOutcome, WrapItem, WrapOutcome
+from hsmbridge.errors import HsmBridgeError, InvalidInput, Reason
 from hsmbridge.grpc.base import ServicerBase
-from hsmbridge.grpc.errors import mapped
+from hsmbridge.grpc.errors import OK_STATUS, mapped, status_proto, to_status
 from hsmbridge.v1 import crypto_pb2, crypto_pb2_grpc
 
 
@@ -51,3 +55,137 @@ class CryptoServicer(ServicerBase, crypto_pb2_grpc.CryptoServiceServicer):
             key_version_id=result.key_version_id,
             rewrapped_key_version_id=result.rewrapped_key_version_id,
         )
+
+
+# --- batches and the bulk stream -----------------------------------------------------------------
+
+
+def _wrap_items(request: crypto_pb2.WrapBatchRequest) -> list[WrapItem]:
+    return [WrapItem(i.key_id or request.key_id, i.plaintext or None, list(i.aad)) for i in request.items]
+
+
+def _unwrap_items(request: crypto_pb2.UnwrapBatchRequest | crypto_pb2.RewrapBatchRequest) -> list[UnwrapItem]:
+    return [UnwrapItem(i.key_id or request.key_id, i.ciphertext, list(i.aad)) for i in request.items]
+
+
+def wrap_batch_response(outcomes: list[WrapOutcome]) -> crypto_pb2.WrapBatchResponse:
+    response = crypto_pb2.WrapBatchResponse()
+    for outcome in outcomes:
+        result = response.results.add()
+        if isinstance(outcome, HsmBridgeError):
+            result.status.CopyFrom(status_proto(outcome))
+            continue
+        result.status.CopyFrom(OK_STATUS)
+        result.response.ciphertext = outcome.ciphertext
+        result.response.key_version_id = outcome.key_version_id
+        if outcome.generated_plaintext is not None:
+            result.response.plaintext = bytes(outcome.generated_plaintext)
+            wipe(outcome.generated_plaintext)
+    return response
+
+
+def unwrap_batch_response(outcomes: list[UnwrapOutcome]) -> crypto_pb2.UnwrapBatchResponse:
+    response = crypto_pb2.UnwrapBatchResponse()
+    for outcome in outcomes:
+        result = response.results.add()
+        if isinstance(outcome, HsmBridgeError):
+            result.status.CopyFrom(status_proto(outcome))
+            continue
+        result.status.CopyFrom(OK_STATUS)
+        result.response.plaintext = bytes(outcome.plaintext)
+        wipe(outcome.plaintext)
+        result.response.key_version_id = outcome.key_version_id
+        result.response.rewrapped_ciphertext = outcome.rewrapped_ciphertext or b""
+        result.response.rewrapped_key_version_id = outcome.rewrapped_key_version_id or ""
+    return response
+
+
+def rewrap_batch_response(outcomes: list[RewrapOutcome]) -> crypto_pb2.RewrapBatchResponse:
+    response = crypto_pb2.RewrapBatchResponse()
+    for outcome in outcomes:
+        result = response.results.add()
+        if isinstance(outcome, HsmBridgeError):
+            result.status.CopyFrom(status_proto(outcome))
+            continue
+        result.status.CopyFrom(OK_STATUS)
+        result.response.ciphertext = outcome.ciphertext
+        result.response.key_version_id = outcome.key_version_id
+        result.response.rewrapped_key_version_id = outcome.rewrapped_key_version_id
+    return response
+
+
+MAX_BATCH_ITEMS = 10_000
+
+
+def _check_size(items: Sized) -> None:
+    if len(items) > MAX_BATCH_ITEMS:
+        raise InvalidInput(
+            f"a batch holds at most {MAX_BATCH_ITEMS} items", reason=Reason.INVALID_FIELD, target="items"
+        )
+
+
+class BatchCryptoServicer(CryptoServicer):
+    """The batch RPCs and the bulk stream; the unary RPCs come from `CryptoServicer`."""
+
+    @mapped
+    async def WrapBatch(
+        self, request: crypto_pb2.WrapBatchRequest, context: grpc.aio.ServicerContext
+    ) -> crypto_pb2.WrapBatchResponse:
+        ctx = self.ctx(context)
+        _check_size(request.items)
+        return wrap_batch_response(self.services.batches.wrap(ctx, _wrap_items(request)))
+
+    @mapped
+    async def UnwrapBatch(
+        self, request: crypto_pb2.UnwrapBatchRequest, context: grpc.aio.ServicerContext
+    ) -> crypto_pb2.UnwrapBatchResponse:
+        ctx = self.ctx(context)
+        _check_size(request.items)
+        return unwrap_batch_response(self.services.batches.unwrap(ctx, _unwrap_items(request)))
+
+    @mapped
+    async def RewrapBatch(
+        self, request: crypto_pb2.RewrapBatchRequest, context: grpc.aio.ServicerContext
+    ) -> crypto_pb2.RewrapBatchResponse:
+        ctx = self.ctx(context)
+        _check_size(request.items)
+        return rewrap_batch_response(self.services.batches.rewrap(ctx, _unwrap_items(request)))
+
+    async def CryptoStream(
+        self,
+        requests: AsyncIterator[crypto_pb2.CryptoStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[crypto_pb2.CryptoStreamResponse]:
+        try:
+            ctx = self.ctx(context)
+        except HsmBridgeError as error:
+            await context.abort_with_status(to_status(error))
+            return
+        batches = self.services.batches
+        async for request in requests:
+            which = request.WhichOneof("batch")
+            response = crypto_pb2.CryptoStreamResponse(sequence=request.sequence)
+            try:
+                if which == "wrap":
+                    _check_size(request.wrap.items)
+                    response.wrap.CopyFrom(wrap_batch_response(batches.wrap(ctx, _wrap_items(request.wrap))))
+                elif which == "unwrap":
+                    _check_size(request.unwrap.items)
+                    response.unwrap.CopyFrom(
+                        unwrap_batch_response(batches.unwrap(ctx, _unwrap_items(request.unwrap)))
+                    )
+                elif which == "rewrap":
+                    _check_size(request.rewrap.items)
+                    response.rewrap.CopyFrom(
+                        rewrap_batch_response(batches.rewrap(ctx, _unwrap_items(request.rewrap)))
+                    )
+                else:
+                    raise InvalidInput(
+                        "a stream message needs a wrap, unwrap or rewrap batch",
+                        reason=Reason.MISSING_FIELD,
+                        target="batch",
+                    )
+            except HsmBridgeError as error:
+                await context.abort_with_status(to_status(error))
+                return
+            yield response

@@ -50,15 +50,22 @@ def status_code_for(error: e.HsmBridgeError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def to_status(error: e.HsmBridgeError) -> grpc.Status:
+def status_proto(error: e.HsmBridgeError) -> status_pb2.Status:
+    """The `google.rpc.Status` of an error: what a call aborts with, and a batch item's status."""
     code = status_code_for(error)
     info = error_details_pb2.ErrorInfo(reason=str(error.reason), domain=ERROR_DOMAIN, metadata=error.metadata)
     if error.target:
         info.metadata["target"] = error.target
     detail = any_pb2.Any()
     detail.Pack(info)
-    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=[detail])
-    return rpc_status.to_status(status)
+    return status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=[detail])
+
+
+OK_STATUS = status_pb2.Status(code=code_pb2.OK)
+
+
+def to_status(error: e.HsmBridgeError) -> grpc.Status:
+    return rpc_status.to_status(status_proto(error))
 
 
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])

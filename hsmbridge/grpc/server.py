@@ -8,7 +8,7 @@ from grpc_reflection.v1alpha import reflection
 
 from hsmbridge.core.services import Services
 from hsmbridge.grpc.context import Authenticator
-from hsmbridge.grpc.crypto import CryptoServicer
+from hsmbridge.grpc.crypto import BatchCryptoServicer
 from hsmbridge.grpc.hsm_info import HsmServicer
 from hsmbridge.grpc.import_tokens import ImportTokenServicer
 from hsmbridge.grpc.keys import KeyServicer
@@ -36,7 +36,7 @@ def build_server(
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(services, authenticator), server)
-    crypto_pb2_grpc.add_CryptoServiceServicer_to_server(CryptoServicer(services, authenticator), server)
+    crypto_pb2_grpc.add_CryptoServiceServicer_to_server(BatchCryptoServicer(services, authenticator), server)
     import_tokens_pb2_grpc.add_ImportTokenServiceServicer_to_server(
         ImportTokenServicer(services, authenticator), server
     )

@@ -46,6 +46,7 @@ from hsmbridge.core.backend import (
 )
 from hsmbridge.core.model import WrappedKey
 from hsmbridge.errors import (
+    HsmBridgeError,
     IntegrityError,
     InternalError,
     InvalidInput,
@@ -454,6 +455,51 @@ class Pkcs11Backend:
             return self._with_key(pooled, key, decrypt)
 
         return self._run("gcm-decrypt", op)
+
+    def gcm_encrypt_many(
+        self, key: KeyRef, items: Sequence[tuple[bytes | bytearray, bytes]]
+    ) -> list[tuple[bytes, bytes]]:
+        ivs = [self._ivs.take() for _ in items]
+        prepared = [(bytes(pt), GCMParams(iv, ad)) for (pt, ad), iv in zip(items, ivs, strict=True)]
+
+        def encrypt_all(obj: Any) -> list[bytes]:
+            return [obj.encrypt(pt, mechanism=Mechanism.AES_GCM, mechanism_param=p) for pt, p in prepared]
+
+        cts = self._run("gcm-encrypt", lambda pooled: self._with_key(pooled, key, encrypt_all))
+        return list(zip(ivs, cts, strict=True))
+
+    def gcm_decrypt_many(
+        self, items: Sequence[tuple[KeyRef, bytes, bytes, bytes]]
+    ) -> list[bytearray | HsmBridgeError]:
+        results: list[bytearray | HsmBridgeError] = [
+            IntegrityError("the ciphertext could not be authenticated")
+        ] * len(items)
+        groups: dict[str, list[int]] = {}
+        for index, (ref, iv, ct, _) in enumerate(items):
+            if len(iv) == 12 and len(ct) >= 16:
+                groups.setdefault(ref.version_id, []).append(index)
+
+        def decrypt_group(indexes: list[int]) -> Callable[[Any], None]:
+            def run(obj: Any) -> None:
+                for index in indexes:
+                    _, iv, ct, ad = items[index]
+                    try:
+                        results[index] = bytearray(
+                            obj.decrypt(ct, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(iv, ad))
+                        )
+                    except pkcs11.PKCS11Error as exc:
+                        if recovery_for(exc) is not Recovery.NONE:
+                            raise
+                        results[index] = to_domain(exc, "gcm-decrypt", verifying=True)
+
+            return run
+
+        for indexes in groups.values():
+            ref = items[indexes[0]][0]
+            self._run(
+                "gcm-decrypt", lambda pooled, r=ref, g=indexes: self._with_key(pooled, r, decrypt_group(g))
+            )
+        return results
 
     # -- CryptoBackend: import tokens ------------------------------------------------------------
 

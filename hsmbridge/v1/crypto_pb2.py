@@ -22,27 +22,50 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19hsmbridge/v1/crypto.proto\x12\x0chsmbridge.v1\"=\n\x0bWrapRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tplaintext\x18\x02 \x01(\x0c\x12\x0b\n\x03\x61\x61\x64\x18\x03 \x03(\t\"M\n\x0cWrapResponse\x12\x12\n\nciphertext\x18\x01 \x01(\x0c\x12\x16\n\x0ekey_version_id\x18\x02 \x01(\t\x12\x11\n\tplaintext\x18\x03 \x01(\x0c\"@\n\rUnwrapRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x0b\n\x03\x61\x61\x64\x18\x03 \x03(\t\"{\n\x0eUnwrapResponse\x12\x11\n\tplaintext\x18\x01 \x01(\x0c\x12\x16\n\x0ekey_version_id\x18\x02 \x01(\t\x12\x1c\n\x14rewrapped_ciphertext\x18\x03 \x01(\x0c\x12 \n\x18rewrapped_key_version_id\x18\x04 \x01(\t\"@\n\rRewrapRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x0b\n\x03\x61\x61\x64\x18\x03 \x03(\t\"^\n\x0eRewrapResponse\x12\x12\n\nciphertext\x18\x01 \x01(\x0c\x12\x16\n\x0ekey_version_id\x18\x02 \x01(\t\x12 \n\x18rewrapped_key_version_id\x18\x03 \x01(\t2\xd8\x01\n\rCryptoService\x12=\n\x04Wrap\x12\x19.hsmbridge.v1.WrapRequest\x1a\x1a.hsmbridge.v1.WrapResponse\x12\x43\n\x06Unwrap\x12\x1b.hsmbridge.v1.UnwrapRequest\x1a\x1c.hsmbridge.v1.UnwrapResponse\x12\x43\n\x06Rewrap\x12\x1b.hsmbridge.v1.RewrapRequest\x1a\x1c.hsmbridge.v1.RewrapResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19hsmbridge/v1/crypto.proto\x12\x0chsmbridge.v1\x1a\x17google/rpc/status.proto\"=\n\x0bWrapRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tplaintext\x18\x02 \x01(\x0c\x12\x0b\n\x03\x61\x61\x64\x18\x03 \x03(\t\"M\n\x0cWrapResponse\x12\x12\n\nciphertext\x18\x01 \x01(\x0c\x12\x16\n\x0ekey_version_id\x18\x02 \x01(\t\x12\x11\n\tplaintext\x18\x03 \x01(\x0c\"@\n\rUnwrapRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x0b\n\x03\x61\x61\x64\x18\x03 \x03(\t\"{\n\x0eUnwrapResponse\x12\x11\n\tplaintext\x18\x01 \x01(\x0c\x12\x16\n\x0ekey_version_id\x18\x02 \x01(\t\x12\x1c\n\x14rewrapped_ciphertext\x18\x03 \x01(\x0c\x12 \n\x18rewrapped_key_version_id\x18\x04 \x01(\t\"@\n\rRewrapRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\nciphertext\x18\x02 \x01(\x0c\x12\x0b\n\x03\x61\x61\x64\x18\x03 \x03(\t\"^\n\x0eRewrapResponse\x12\x12\n\nciphertext\x18\x01 \x01(\x0c\x12\x16\n\x0ekey_version_id\x18\x02 \x01(\t\x12 \n\x18rewrapped_key_version_id\x18\x03 \x01(\t\"L\n\x10WrapBatchRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12(\n\x05items\x18\x02 \x03(\x0b\x32\x19.hsmbridge.v1.WrapRequest\"c\n\x0fWrapBatchResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12,\n\x08response\x18\x02 \x01(\x0b\x32\x1a.hsmbridge.v1.WrapResponse\"C\n\x11WrapBatchResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.hsmbridge.v1.WrapBatchResult\"P\n\x12UnwrapBatchRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.hsmbridge.v1.UnwrapRequest\"g\n\x11UnwrapBatchResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12.\n\x08response\x18\x02 \x01(\x0b\x32\x1c.hsmbridge.v1.UnwrapResponse\"G\n\x13UnwrapBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.hsmbridge.v1.UnwrapBatchResult\"P\n\x12RewrapBatchRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12*\n\x05items\x18\x02 \x03(\x0b\x32\x1b.hsmbridge.v1.RewrapRequest\"g\n\x11RewrapBatchResult\x12\"\n\x06status\x18\x01 \x01(\x0b\x32\x12.google.rpc.Status\x12.\n\x08response\x18\x02 \x01(\x0b\x32\x1c.hsmbridge.v1.RewrapResponse\"G\n\x13RewrapBatchResponse\x12\x30\n\x07results\x18\x01 \x03(\x0b\x32\x1f.hsmbridge.v1.RewrapBatchResult\"\xc8\x01\n\x13\x43ryptoStreamRequest\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12.\n\x04wrap\x18\x02 \x01(\x0b\x32\x1e.hsmbridge.v1.WrapBatchRequestH\x00\x12\x32\n\x06unwrap\x18\x03 \x01(\x0b\x32 .hsmbridge.v1.UnwrapBatchRequestH\x00\x12\x32\n\x06rewrap\x18\x04 \x01(\x0b\x32 .hsmbridge.v1.RewrapBatchRequestH\x00\x42\x07\n\x05\x62\x61tch\"\xcc\x01\n\x14\x43ryptoStreamResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12/\n\x04wrap\x18\x02 \x01(\x0b\x32\x1f.hsmbridge.v1.WrapBatchResponseH\x00\x12\x33\n\x06unwrap\x18\x03 \x01(\x0b\x32!.hsmbridge.v1.UnwrapBatchResponseH\x00\x12\x33\n\x06rewrap\x18\x04 \x01(\x0b\x32!.hsmbridge.v1.RewrapBatchResponseH\x00\x42\x07\n\x05\x62\x61tch2\xa9\x04\n\rCryptoService\x12=\n\x04Wrap\x12\x19.hsmbridge.v1.WrapRequest\x1a\x1a.hsmbridge.v1.WrapResponse\x12\x43\n\x06Unwrap\x12\x1b.hsmbridge.v1.UnwrapRequest\x1a\x1c.hsmbridge.v1.UnwrapResponse\x12\x43\n\x06Rewrap\x12\x1b.hsmbridge.v1.RewrapRequest\x1a\x1c.hsmbridge.v1.RewrapResponse\x12L\n\tWrapBatch\x12\x1e.hsmbridge.v1.WrapBatchRequest\x1a\x1f.hsmbridge.v1.WrapBatchResponse\x12R\n\x0bUnwrapBatch\x12 .hsmbridge.v1.UnwrapBatchRequest\x1a!.hsmbridge.v1.UnwrapBatchResponse\x12R\n\x0bRewrapBatch\x12 .hsmbridge.v1.RewrapBatchRequest\x1a!.hsmbridge.v1.RewrapBatchResponse\x12Y\n\x0c\x43ryptoStream\x12!.hsmbridge.v1.CryptoStreamRequest\x1a\".hsmbridge.v1.CryptoStreamResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hsmbridge.v1.crypto_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_WRAPREQUEST']._serialized_start=43
-  _globals['_WRAPREQUEST']._serialized_end=104
-  _globals['_WRAPRESPONSE']._serialized_start=106
-  _globals['_WRAPRESPONSE']._serialized_end=183
-  _globals['_UNWRAPREQUEST']._serialized_start=185
-  _globals['_UNWRAPREQUEST']._serialized_end=249
-  _globals['_UNWRAPRESPONSE']._serialized_start=251
-  _globals['_UNWRAPRESPONSE']._serialized_end=374
-  _globals['_REWRAPREQUEST']._serialized_start=376
-  _globals['_REWRAPREQUEST']._serialized_end=440
-  _globals['_REWRAPRESPONSE']._serialized_start=442
-  _globals['_REWRAPRESPONSE']._serialized_end=536
-  _globals['_CRYPTOSERVICE']._serialized_start=539
-  _globals['_CRYPTOSERVICE']._serialized_end=755
+  _globals['_WRAPREQUEST']._serialized_start=68
+  _globals['_WRAPREQUEST']._serialized_end=129
+  _globals['_WRAPRESPONSE']._serialized_start=131
+  _globals['_WRAPRESPONSE']._serialized_end=208
+  _globals['_UNWRAPREQUEST']._serialized_start=210
+  _globals['_UNWRAPREQUEST']._serialized_end=274
+  _globals['_UNWRAPRESPONSE']._serialized_start=276
+  _globals['_UNWRAPRESPONSE']._serialized_end=399
+  _globals['_REWRAPREQUEST']._serialized_start=401
+  _globals['_REWRAPREQUEST']._serialized_end=465
+  _globals['_REWRAPRESPONSE']._serialized_start=467
+  _globals['_REWRAPRESPONSE']._serialized_end=561
+  _globals['_WRAPBATCHREQUEST']._serialized_start=563
+  _globals['_WRAPBATCHREQUEST']._serialized_end=639
+  _globals['_WRAPBATCHRESULT']._serialized_start=641
+  _globals['_WRAPBATCHRESULT']._serialized_end=740
+  _globals['_WRAPBATCHRESPONSE']._serialized_start=742
+  _globals['_WRAPBATCHRESPONSE']._serialized_end=809
+  _globals['_UNWRAPBATCHREQUEST']._serialized_start=811
+  _globals['_UNWRAPBATCHREQUEST']._serialized_end=891
+  _globals['_UNWRAPBATCHRESULT']._serialized_start=893
+  _globals['_UNWRAPBATCHRESULT']._serialized_end=996
+  _globals['_UNWRAPBATCHRESPONSE']._serialized_start=998
+  _globals['_UNWRAPBATCHRESPONSE']._serialized_end=1069
+  _globals['_REWRAPBATCHREQUEST']._serialized_start=1071
+  _globals['_REWRAPBATCHREQUEST']._serialized_end=1151
+  _globals['_REWRAPBATCHRESULT']._serialized_start=1153
+  _globals['_REWRAPBATCHRESULT']._serialized_end=1256
+  _globals['_REWRAPBATCHRESPONSE']._serialized_start=1258
+  _globals['_REWRAPBATCHRESPONSE']._serialized_end=1329
+  _globals['_CRYPTOSTREAMREQUEST']._serialized_start=1332
+  _globals['_CRYPTOSTREAMREQUEST']._serialized_end=1532
+  _globals['_CRYPTOSTREAMRESPONSE']._serialized_start=1535
+  _globals['_CRYPTOSTREAMRESPONSE']._serialized_end=1739
+  _globals['_CRYPTOSERVICE']._serialized_start=1742
+  _globals['_CRYPTOSERVICE']._serialized_end=2295
 # @@protoc_insertion_point(module_scope)

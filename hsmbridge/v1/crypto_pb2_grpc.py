@@ -49,6 +49,26 @@ class CryptoServiceStub:
                 request_serializer=hsmbridge_dot_v1_dot_crypto__pb2.RewrapRequest.SerializeToString,
                 response_deserializer=hsmbridge_dot_v1_dot_crypto__pb2.RewrapResponse.FromString,
                 _registered_method=True)
+        self.WrapBatch = channel.unary_unary(
+                '/hsmbridge.v1.CryptoService/WrapBatch',
+                request_serializer=hsmbridge_dot_v1_dot_crypto__pb2.WrapBatchRequest.SerializeToString,
+                response_deserializer=hsmbridge_dot_v1_dot_crypto__pb2.WrapBatchResponse.FromString,
+                _registered_method=True)
+        self.UnwrapBatch = channel.unary_unary(
+                '/hsmbridge.v1.CryptoService/UnwrapBatch',
+                request_serializer=hsmbridge_dot_v1_dot_crypto__pb2.UnwrapBatchRequest.SerializeToString,
+                response_deserializer=hsmbridge_dot_v1_dot_crypto__pb2.UnwrapBatchResponse.FromString,
+                _registered_method=True)
+        self.RewrapBatch = channel.unary_unary(
+                '/hsmbridge.v1.CryptoService/RewrapBatch',
+                request_serializer=hsmbridge_dot_v1_dot_crypto__pb2.RewrapBatchRequest.SerializeToString,
+                response_deserializer=hsmbridge_dot_v1_dot_crypto__pb2.RewrapBatchResponse.FromString,
+                _registered_method=True)
+        self.CryptoStream = channel.stream_stream(
+                '/hsmbridge.v1.CryptoService/CryptoStream',
+                request_serializer=hsmbridge_dot_v1_dot_crypto__pb2.CryptoStreamRequest.SerializeToString,
+                response_deserializer=hsmbridge_dot_v1_dot_crypto__pb2.CryptoStreamResponse.FromString,
+                _registered_method=True)
 
 
 class CryptoServiceServicer:
@@ -72,6 +92,32 @@ class CryptoServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WrapBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnwrapBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RewrapBatch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CryptoStream(self, request_iterator, context):
+        """Bidirectional stream of batches for bulk jobs, e.g. rewrapping a table of DEKs after a
+        rotation (see hsmbridge.client.bulk_rewrap).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CryptoServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -89,6 +135,26 @@ def add_CryptoServiceServicer_to_server(servicer, server):
                     servicer.Rewrap,
                     request_deserializer=hsmbridge_dot_v1_dot_crypto__pb2.RewrapRequest.FromString,
                     response_serializer=hsmbridge_dot_v1_dot_crypto__pb2.RewrapResponse.SerializeToString,
+            ),
+            'WrapBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.WrapBatch,
+                    request_deserializer=hsmbridge_dot_v1_dot_crypto__pb2.WrapBatchRequest.FromString,
+                    response_serializer=hsmbridge_dot_v1_dot_crypto__pb2.WrapBatchResponse.SerializeToString,
+            ),
+            'UnwrapBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnwrapBatch,
+                    request_deserializer=hsmbridge_dot_v1_dot_crypto__pb2.UnwrapBatchRequest.FromString,
+                    response_serializer=hsmbridge_dot_v1_dot_crypto__pb2.UnwrapBatchResponse.SerializeToString,
+            ),
+            'RewrapBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.RewrapBatch,
+                    request_deserializer=hsmbridge_dot_v1_dot_crypto__pb2.RewrapBatchRequest.FromString,
+                    response_serializer=hsmbridge_dot_v1_dot_crypto__pb2.RewrapBatchResponse.SerializeToString,
+            ),
+            'CryptoStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.CryptoStream,
+                    request_deserializer=hsmbridge_dot_v1_dot_crypto__pb2.CryptoStreamRequest.FromString,
+                    response_serializer=hsmbridge_dot_v1_dot_crypto__pb2.CryptoStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,6 +238,114 @@ class CryptoService:
             '/hsmbridge.v1.CryptoService/Rewrap',
             hsmbridge_dot_v1_dot_crypto__pb2.RewrapRequest.SerializeToString,
             hsmbridge_dot_v1_dot_crypto__pb2.RewrapResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WrapBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsmbridge.v1.CryptoService/WrapBatch',
+            hsmbridge_dot_v1_dot_crypto__pb2.WrapBatchRequest.SerializeToString,
+            hsmbridge_dot_v1_dot_crypto__pb2.WrapBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnwrapBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsmbridge.v1.CryptoService/UnwrapBatch',
+            hsmbridge_dot_v1_dot_crypto__pb2.UnwrapBatchRequest.SerializeToString,
+            hsmbridge_dot_v1_dot_crypto__pb2.UnwrapBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RewrapBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsmbridge.v1.CryptoService/RewrapBatch',
+            hsmbridge_dot_v1_dot_crypto__pb2.RewrapBatchRequest.SerializeToString,
+            hsmbridge_dot_v1_dot_crypto__pb2.RewrapBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CryptoStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/hsmbridge.v1.CryptoService/CryptoStream',
+            hsmbridge_dot_v1_dot_crypto__pb2.CryptoStreamRequest.SerializeToString,
+            hsmbridge_dot_v1_dot_crypto__pb2.CryptoStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
