@@ -1,5 +1,263 @@
-"""Key Protect API v2: actions (to be implemented)."""
+"""Key Protect API v2: key actions (E13–E21) and the deprecated ``POST /keys/{id}?action=`` (E6).
 
-from fastapi import APIRouter
+Wrap, unwrap and rewrap are one short HSM call each (a cached GCM handle), so they run on the
+event loop; rotate may generate or import material and runs in a worker thread. Statuses are the
+ones clients branch on: 200 with a JSON body for wrap/unwrap/rewrap, 204 with an empty body for
+rotate, enable, disable, (un)setKeyForDeletion and sync — rotate stays 204 even when ``prefer``
+asks for a representation, as Key Protect's does.
 
-router = APIRouter()
+Wrap/unwrap/rewrap responses carry ``application/vnd.ibm.kms.key_action+json``, Key Protect's
+media type for them (IBM's Python SDK examples call ``.json()`` on ``wrap_key`` results, which
+only happens for a non-``application/json`` type).
+
+Secrets: the DEK plaintext is decoded into a `bytearray`, base64-encoded once for the response
+and wiped; it is never logged and never part of an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from hsmbridge.core.backend import wipe
+from hsmbridge.core.principal import CallContext
+from hsmbridge.rest import keys as key_routes
+from hsmbridge.rest.bodies import b64decode_field, b64encode, get_field, read_json, require_object
+from hsmbridge.rest.context import call_context, empty, endpoint, error_response, json
+from hsmbridge.rest.errors import Operation, Operations, invalid_field, invalid_param, missing_field
+
+router = APIRouter(tags=["Key actions"])
+
+KEY_ACTION_MEDIA_TYPE = "application/vnd.ibm.kms.key_action+json"
+_PLAINTEXT = "a base64 encoded key material"
+_CIPHERTEXT = "the original base64 encoded ciphertext from the wrap operation"
+
+
+def _aad(body: Mapping[str, Any]) -> list[str]:
+    aad = get_field(body, "aad")
+    if aad is None:
+        return []
+    if not isinstance(aad, list) or not all(isinstance(item, str) for item in aad):
+        raise invalid_field("aad", "an array of strings")
+    return aad
+
+
+def _ciphertext(body: Mapping[str, Any]) -> bytes:
+    value = get_field(body, "ciphertext")
+    if value is None or value == "":
+        raise missing_field("ciphertext")
+    return b64decode_field(value, "ciphertext", expectation=_CIPHERTEXT)
+
+
+def _action_response(request: Request, body: dict[str, Any]) -> Response:
+    return json(request, body, extra_headers={"content-type": KEY_ACTION_MEDIA_TYPE})
+
+
+# --- the actions, as plain coroutines so E6 can dispatch to them -------------------------------------
+
+
+async def wrap(request: Request, ctx: CallContext, id: str, body: Any) -> Response:
+    obj = require_object(body, required=False)
+    raw = get_field(obj, "plaintext")
+    plaintext = bytearray(b64decode_field(raw, "plaintext", expectation=_PLAINTEXT)) if raw else None
+    aad = _aad(obj)
+    key_routes.check_key_ring(request, ctx, id)
+    try:
+        result = key_routes.services(request).envelopes.wrap(ctx, id, plaintext, aad)
+    finally:
+        wipe(plaintext)
+    out: dict[str, Any] = {}
+    if result.generated_plaintext is not None:
+        out["plaintext"] = b64encode(bytes(result.generated_plaintext))
+        wipe(result.generated_plaintext)
+    out["ciphertext"] = b64encode(result.ciphertext)
+    out["keyVersion"] = {"id": result.key_version_id}
+    return _action_response(request, out)
+
+
+async def unwrap(request: Request, ctx: CallContext, id: str, body: Any) -> Response:
+    obj = require_object(body)
+    ciphertext = _ciphertext(obj)
+    aad = _aad(obj)
+    key_routes.check_key_ring(request, ctx, id)
+    result = key_routes.services(request).envelopes.unwrap(ctx, id, ciphertext, aad)
+    try:
+        out: dict[str, Any] = {
+            "plaintext": b64encode(bytes(result.plaintext)),
+            "keyVersion": {"id": result.key_version_id},
+        }
+    finally:
+        wipe(result.plaintext)
+    if result.rewrapped_ciphertext is not None:
+        out["ciphertext"] = b64encode(result.rewrapped_ciphertext)
+        out["rewrappedKeyVersion"] = {"id": result.rewrapped_key_version_id}
+    return _action_response(request, out)
+
+
+async def rewrap(request: Request, ctx: CallContext, id: str, body: Any) -> Response:
+    obj = require_object(body)
+    ciphertext = _ciphertext(obj)
+    aad = _aad(obj)
+    key_routes.check_key_ring(request, ctx, id)
+    result = key_routes.services(request).envelopes.rewrap(ctx, id, ciphertext, aad)
+    return _action_response(
+        request,
+        {
+            "ciphertext": b64encode(result.ciphertext),
+            "keyVersion": {"id": result.key_version_id},
+            "rewrappedKeyVersion": {"id": result.rewrapped_key_version_id},
+        },
+    )
+
+
+async def rotate(request: Request, ctx: CallContext, id: str, body: Any) -> Response:
+    obj = require_object(body, required=False)
+    payload, secure = key_routes.parse_material(obj)
+    key = key_routes.resolve_key(request, ctx, id)
+    try:
+        await asyncio.to_thread(
+            key_routes.services(request).keys.rotate, ctx, key.id, payload=payload, secure_import=secure
+        )
+    finally:
+        wipe(payload)
+    return empty(request)
+
+
+def _simple(
+    method: Callable[[Any], Callable[..., Any]],
+) -> Callable[[Request, CallContext, str, Any], Awaitable[Response]]:
+    """An action with no body and a 204 answer; `method` picks the KeyService method."""
+
+    async def run(request: Request, ctx: CallContext, id: str, body: Any) -> Response:
+        key = key_routes.resolve_key(request, ctx, id)
+        method(key_routes.services(request).keys)(ctx, key.id)
+        return empty(request)
+
+    return run
+
+
+set_key_for_deletion = _simple(lambda keys: keys.set_key_for_deletion)
+unset_key_for_deletion = _simple(lambda keys: keys.unset_key_for_deletion)
+enable = _simple(lambda keys: keys.enable)
+disable = _simple(lambda keys: keys.disable)
+sync = _simple(lambda keys: keys.sync)
+
+Action = Callable[[Request, CallContext, str, Any], Awaitable[Response]]
+
+#: E6's actions: name → (handler, the Operation its errors are worded after).
+ACTIONS: Mapping[str, tuple[Action, Operation]] = {
+    "wrap": (wrap, Operations.WRAP),
+    "unwrap": (unwrap, Operations.UNWRAP),
+    "rewrap": (rewrap, Operations.REWRAP),
+    "rotate": (rotate, Operations.ROTATE),
+    "restore": (key_routes.restore, Operations.RESTORE_KEY),
+    "enable": (enable, Operations.ENABLE),
+    "disable": (disable, Operations.DISABLE),
+    "setKeyForDeletion": (set_key_for_deletion, Operations.SET_KEY_FOR_DELETION),
+    "unsetKeyForDeletion": (unset_key_for_deletion, Operations.UNSET_KEY_FOR_DELETION),
+}
+
+
+# --- E13–E21 routes ---------------------------------------------------------------------------------
+
+
+def _route(
+    path: str, action: Action, operation: Operation, summary: str, description: str, **extra: Any
+) -> None:
+    @router.post(f"/api/v2/keys/{{id}}/actions/{path}", summary=summary, description=description, **extra)
+    @endpoint(operation)
+    async def handler(request: Request, id: str) -> Response:
+        ctx = call_context(request)
+        return await action(request, ctx, id, await read_json(request))
+
+    handler.__name__ = f"action_{path}"
+
+
+_route(
+    "wrap",
+    wrap,
+    Operations.WRAP,
+    "Wrap a key (E13)",
+    "Encrypt a DEK (`plaintext`, base64) under the latest version, or generate a 32-byte one. "
+    "Optional `aad` (array of strings) must be repeated on unwrap.",
+    openapi_extra=key_routes.body_doc({"plaintext": "tF9ss0W9HQUVkddcjSeGg/MqZFs2CVh/FFKLPLLnOwY="}),
+)
+_route(
+    "unwrap",
+    unwrap,
+    Operations.UNWRAP,
+    "Unwrap a key (E14)",
+    "Decrypt a WDEK wrapped by any retained version; an old version's WDEK comes back rewrapped "
+    "as `ciphertext` with `rewrappedKeyVersion`.",
+    openapi_extra=key_routes.body_doc({"ciphertext": "<WDEK from wrap>", "aad": []}),
+)
+_route(
+    "rewrap",
+    rewrap,
+    Operations.REWRAP,
+    "Rewrap a key (E15)",
+    "Re-encrypt a WDEK under the latest version without revealing the DEK.",
+    openapi_extra=key_routes.body_doc({"ciphertext": "<WDEK from wrap>", "aad": []}),
+)
+_route(
+    "rotate",
+    rotate,
+    Operations.ROTATE,
+    "Rotate a root key (E16)",
+    "New version; imported keys need a new `payload` (plain or secure import). 204. One per hour.",
+    status_code=204,
+)
+_route(
+    "setKeyForDeletion",
+    set_key_for_deletion,
+    Operations.SET_KEY_FOR_DELETION,
+    "Authorize deletion (E17)",
+    "First authorization of a dual-authorization delete; valid for 7 days. 204.",
+    status_code=204,
+)
+_route(
+    "unsetKeyForDeletion",
+    unset_key_for_deletion,
+    Operations.UNSET_KEY_FOR_DELETION,
+    "Cancel a deletion authorization (E18)",
+    "204.",
+    status_code=204,
+)
+_route("enable", enable, Operations.ENABLE, "Enable a key (E19)", "Suspended → Active.", status_code=204)
+_route("disable", disable, Operations.DISABLE, "Disable a key (E20)", "Active → Suspended.", status_code=204)
+_route(
+    "sync",
+    sync,
+    Operations.SYNC,
+    "Sync associated resources (E21)",
+    "Root keys only; not within an hour of the last lifecycle event or sync. 204.",
+    status_code=204,
+)
+
+
+# --- E6, the deprecated dispatcher --------------------------------------------------------------------------
+
+
+@router.post(
+    "/api/v2/keys/{id}",
+    summary="Invoke an action on a key (E6, deprecated)",
+    description="`?action=` one of " + ", ".join(ACTIONS) + "; as the per-action endpoints.",
+    deprecated=True,
+)
+async def key_action(request: Request, id: str) -> Response:
+    raw = request.query_params.get("action") or ""
+    entry = ACTIONS.get(raw)
+    operation = entry[1] if entry is not None else Operations.KEY_ACTION
+    try:
+        ctx = call_context(request)
+        if entry is None:
+            if not raw:
+                raise missing_field("action", target_type="param")
+            raise invalid_param("action", f"one of [{', '.join(ACTIONS)}]")
+        return await entry[0](request, ctx, id, await read_json(request))
+    except Exception as exc:
+        return error_response(request, exc, operation)
