@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from hsmbridge.core.backend import CryptoBackend
 from hsmbridge.core.clock import Clock, SystemClock
-from hsmbridge.core.envelopes import EnvelopeService
+from hsmbridge.core.envelopes import BatchEnvelopeService, EnvelopeService
 from hsmbridge.core.import_tokens import ImportTokenService
 from hsmbridge.core.keys import KeyService
 from hsmbridge.core.store.base import Store
@@ -20,6 +20,9 @@ class Services:
     keys: KeyService
     envelopes: EnvelopeService
     import_tokens: ImportTokenService
+
+    def __post_init__(self) -> None:
+        self.batches = BatchEnvelopeService(self.keys, self.backend)
 
     @classmethod
     def build(cls, store: Store, backend: CryptoBackend, clock: Clock | None = None) -> Services:
