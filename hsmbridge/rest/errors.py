@@ -251,6 +251,17 @@ REASON_TABLE: Mapping[Reason, ReasonSpec] = {
     Reason.UNSUPPORTED: _s(501, None, detail=Detail.ERROR_MSG),
     Reason.INTERNAL: _fixed(500, INTERNAL_ERROR_MSG),
     Reason.ERROR: _fixed(500, INTERNAL_ERROR_MSG),
+    # registrations
+    Reason.REGISTRATION_DUPLICATE: _s(409, "REGISTRATION_DUP_ERR", "Registration already exists"),
+    Reason.REGISTRATION_INVALID_STATE: _s(
+        409,
+        "REG_INVALID_STATE_ERR",
+        "Request action cannot be performed on the registration in its current state.",
+        Detail.REASON,
+    ),
+    Reason.KEY_VERSION_INVALID: _s(
+        422, "KEY_VERSION_INVALID", "The key version is not valid for this registration.", Detail.REASON
+    ),
 }
 
 #: INVALID_FIELD / INVALID_INPUT with a target: Key Protect names the code after the target kind.
