@@ -119,9 +119,10 @@ async def rotate(request: Request, ctx: CallContext, id: str, body: Any) -> Resp
     payload, secure = key_routes.parse_material(obj)
     key = key_routes.resolve_key(request, ctx, id)
     try:
-        await asyncio.to_thread(
-            key_routes.services(request).keys.rotate, ctx, key.id, payload=payload, secure_import=secure
-        )
+        with key_routes.import_failures(secure):
+            await asyncio.to_thread(
+                key_routes.services(request).keys.rotate, ctx, key.id, payload=payload, secure_import=secure
+            )
     finally:
         wipe(payload)
     return empty(request)

@@ -22,7 +22,8 @@ table. Choices worth knowing, all taken to match what Key Protect clients observ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -36,7 +37,7 @@ from hsmbridge.core.model import DEFAULT_KEY_RING, Key, KeyState, RotationPolicy
 from hsmbridge.core.principal import CallContext
 from hsmbridge.core.services import Services
 from hsmbridge.core.store.base import KeyQuery
-from hsmbridge.errors import Conflict, NotFound, Reason
+from hsmbridge.errors import Conflict, IntegrityError, NotFound, Reason
 from hsmbridge.rest import headers, listing
 from hsmbridge.rest.bodies import (
     b64decode_field,
@@ -134,6 +135,20 @@ def parse_material(obj: Mapping[str, Any]) -> tuple[bytearray | None, SecureImpo
     )
 
 
+@contextlib.contextmanager
+def import_failures(secure: SecureImport | None) -> Iterator[None]:
+    """A secure-import payload the token's private key cannot decrypt is a bad field (400), not
+    the 422 of an unopenable wrapped DEK: Key Protect answers create/rotate/restore with 400s."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if secure is None or exc.reason is not Reason.INTEGRITY_CHECK_FAILED:
+            raise
+        raise invalid_field(
+            "payload", "key material encrypted with the import token's public key (RSAES-OAEP)"
+        ) from None
+
+
 # --- E1 / E4 create -----------------------------------------------------------------------------
 
 
@@ -197,7 +212,8 @@ async def _create(request: Request, *, with_overrides: bool) -> Response:
     spec = _spec(request, await read_json(request), with_overrides=with_overrides)
     svc = services(request)
     try:
-        key = await asyncio.to_thread(svc.keys.create, ctx, spec)
+        with import_failures(spec.secure_import):
+            key = await asyncio.to_thread(svc.keys.create, ctx, spec)
         choice = headers.parse_prefer(headers.get_header(request.headers, headers.PREFER))
         if choice is headers.Prefer.MINIMAL:
             resource = render_minimal_key(key)
@@ -432,9 +448,10 @@ async def restore(request: Request, ctx: CallContext, id: str, body: Any) -> Res
     payload, secure = _restore_material(body)
     key = resolve_key(request, ctx, id)
     try:
-        restored = await asyncio.to_thread(
-            services(request).keys.restore, ctx, key.id, payload=payload, secure_import=secure
-        )
+        with import_failures(secure):
+            restored = await asyncio.to_thread(
+                services(request).keys.restore, ctx, key.id, payload=payload, secure_import=secure
+            )
     finally:
         wipe(payload)
     choice = headers.parse_prefer(headers.get_header(request.headers, headers.PREFER))
