@@ -279,7 +279,7 @@ class Pkcs11Backend:
     def _load(self, ref: KeyRef) -> CachedKey:
         """Unwrap a key version into the login session; return the entry, already acquired."""
         with self.pool.login_lock:
-            entry = self.cache.acquire(ref.version_id, self.pool.generation)
+            entry = self.cache.acquire(ref.version_id, self.pool.generation, count_miss=False)
             if entry is not None:
                 return entry
             if self._login_kek is None or self._login_generation != self.pool.generation:

@@ -64,11 +64,12 @@ class HandleCache:
         self.misses = 0
         self.evictions = 0
 
-    def acquire(self, version_id: str, generation: int) -> CachedKey | None:
+    def acquire(self, version_id: str, generation: int, *, count_miss: bool = True) -> CachedKey | None:
+        """Take a reference on the cached entry; `count_miss=False` for a loader's double-check."""
         with self._lock:
             entry = self._entries.get(version_id)
             if entry is None or entry.generation != generation:
-                self.misses += 1
+                self.misses += count_miss
                 return None
             self._entries.move_to_end(version_id)
             entry.users += 1
