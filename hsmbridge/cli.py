@@ -1,4 +1,10 @@
-"""`hsmbridge init | serve | hsm-info`."""
+"""`hsmbridge init | serve | dev | hsm-info`.
+
+`hsmbridge dev` is the one-command development server, like `bao server -dev`: it creates what a
+first start needs under ./var (a SoftHSM2 token, the master KEK, the store), serves gRPC on
+127.0.0.1:50051 and the Key Protect REST API on 127.0.0.1:8080, and prints a bearer token, an
+instance id and ready-to-paste `export` lines. Loopback only: it trusts whoever connects.
+"""
 
 from __future__ import annotations
 
@@ -22,15 +28,23 @@ def _config(args: argparse.Namespace) -> config_module.Config:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Create what a first start needs: a SoftHSM2 token (if asked), the master KEK, the schema."""
+    return initialise(_config(args), softhsm_token=args.softhsm)
+
+
+def initialise(cfg: config_module.Config, *, softhsm_token: bool, force_conf: bool = False) -> int:
+    """`init`'s work, shared with `dev`. `force_conf` points SOFTHSM2_CONF at our directory even if
+    the environment names another one: the dev server must never touch a token it did not make."""
     from hsmbridge import daemon
 
-    cfg = _config(args)
-    if args.softhsm:
+    if softhsm_token:
         directory = Path(cfg.hsm.softhsm_dir or "var/softhsm")
         conf = directory / "softhsm2.conf"
         if not conf.exists():
             softhsm.write_config(directory)
-        os.environ.setdefault("SOFTHSM2_CONF", str(conf.resolve()))
+        if force_conf:
+            os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
+        else:
+            os.environ.setdefault("SOFTHSM2_CONF", str(conf.resolve()))
         label = cfg.hsm.token_label or "hsmbridge"
         if not softhsm.token_exists(conf, label):
             pin = softhsm.new_pin()
@@ -56,6 +70,72 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     asyncio.run(daemon.serve(cfg))
+    return 0
+
+
+DEV_GRPC_LISTEN = "127.0.0.1:50051"
+DEV_REST_LISTEN = "127.0.0.1:8080"
+
+
+def dev_banner(
+    credentials: config_module.DevCredentials, addresses: dict[str, str], cfg: config_module.Config
+) -> str:
+    """What `hsmbridge dev` prints once both servers listen. The IBM_KEY_PROTECT_API_* lines make
+    the official Python SDK's `IbmKeyProtectApiV2.new_instance()` find this server unchanged."""
+    rest = addresses.get("rest", "")
+    lines = [
+        "",
+        "hsmbridge development server: SoftHSM2, static dev tokens, loopback only. Never use it in production.",
+        "",
+        f"  Key Protect API:  {rest or '(disabled)'}" + (f"   (docs: {rest}/docs)" if rest else ""),
+        f"  gRPC:             {addresses['grpc']}",
+        f"  bearer token:     {credentials.token}   (principal {config_module.DEV_PRINCIPAL})",
+        f"  instance id:      {credentials.instance}",
+        f"  SoftHSM2 token:   {cfg.hsm.token_label} in {cfg.hsm.softhsm_dir}; store {cfg.store.path}",
+    ]
+    for token, principal in credentials.extra_tokens.items():
+        lines.append(f"  extra token:      {token}   (principal {principal})")
+    if credentials.token_generated:
+        lines.append(f"  The token changes on every start; set {config_module.DEV_TOKEN_ENV} to fix it.")
+    lines += [
+        "",
+        "Paste into a shell:",
+        "",
+        f"    export KP_URL={rest}",
+        f"    export KP_TOKEN={credentials.token}",
+        f"    export KP_INSTANCE={credentials.instance}",
+        f"    export IBM_KEY_PROTECT_API_URL={rest}",
+        "    export IBM_KEY_PROTECT_API_AUTH_TYPE=bearerToken",
+        f"    export IBM_KEY_PROTECT_API_BEARER_TOKEN={credentials.token}",
+        f"    export HSMBRIDGE_GRPC_ADDRESS={addresses['grpc']}",
+        "",
+        'Try:  curl -s "$KP_URL/api/v2/keys" -H "authorization: Bearer $KP_TOKEN" '
+        '-H "bluemix-instance: $KP_INSTANCE"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    """`bao server -dev` for hsmbridge: initialise ./var if needed, then serve on loopback."""
+    from hsmbridge import daemon
+    from hsmbridge.rest.context import StaticTokenAuthenticator
+
+    cfg = _config(args)
+    cfg.server.dev = True
+    cfg.grpc.listen = args.grpc_listen or cfg.grpc.listen  # the defaults are DEV_*_LISTEN
+    cfg.rest.enabled = True
+    cfg.rest.listen = args.rest_listen or cfg.rest.listen
+    daemon.require_loopback("gRPC", cfg.grpc.listen)
+    daemon.require_loopback("REST", cfg.rest.listen)
+    credentials = config_module.dev_credentials()
+    initialise(cfg, softhsm_token=True, force_conf=True)
+
+    def ready(addresses: dict[str, str]) -> None:
+        print(dev_banner(credentials, addresses, cfg), flush=True)
+
+    authenticator = StaticTokenAuthenticator(credentials.tokens())
+    asyncio.run(daemon.serve(cfg, rest_authenticator=authenticator, on_ready=ready))
     return 0
 
 
@@ -94,6 +174,22 @@ def parser() -> argparse.ArgumentParser:
     init.add_argument("--softhsm", action="store_true", help="create a SoftHSM2 token under hsm.softhsm_dir")
     init.set_defaults(func=cmd_init)
     sub.add_parser("serve", help="run the daemon").set_defaults(func=cmd_serve)
+    dev = sub.add_parser(
+        "dev",
+        help="development server: create ./var (SoftHSM2 token, KEK), serve gRPC + REST on loopback",
+        description=(
+            "Like `bao server -dev`. Prints a bearer token and an instance id (random each start "
+            f"unless {config_module.DEV_TOKEN_ENV} / {config_module.DEV_INSTANCE_ENV} fix them); "
+            f"{config_module.DEV_EXTRA_TOKENS_ENV}='tok=principal,...' adds principals."
+        ),
+    )
+    dev.add_argument(
+        "--grpc-listen", help=f"loopback HOST:PORT for gRPC (default {DEV_GRPC_LISTEN}; 0 = random)"
+    )
+    dev.add_argument(
+        "--rest-listen", help=f"loopback HOST:PORT for REST (default {DEV_REST_LISTEN}; 0 = random)"
+    )
+    dev.set_defaults(func=cmd_dev)
     info = sub.add_parser("hsm-info", help="show the module, token and probed capabilities")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_hsm_info)

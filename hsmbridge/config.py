@@ -6,13 +6,21 @@ With no file at all the embedded defaults describe a development box: a SoftHSM2
 
 The HSM PIN is never taken from the command line (it would show in `ps`): it comes from
 `hsm.pin_file`, the `HSMBRIDGE_HSM_PIN` variable, or — discouraged — `hsm.pin` in the file.
+
+Development credentials for the REST facade (`dev_credentials`) come from the environment only:
+`HSMBRIDGE_DEV_TOKEN` fixes the bearer token (random each start otherwise), `HSMBRIDGE_DEV_INSTANCE`
+the instance id `hsmbridge dev` suggests, and `HSMBRIDGE_DEV_EXTRA_TOKENS="tok=principal,..."` adds
+principals, so dual authorisation can be exercised with two of them.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import tomllib
+import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +62,17 @@ class GrpcConfig(_Section):
 
 
 class RestConfig(_Section):
+    """The Key Protect API v2 facade, served by the daemon next to gRPC (port 0: a random one)."""
+
     enabled: bool = True
     listen: str = "127.0.0.1:8080"
+    #: CRN segments of rendered resources: crn:v1:bluemix:public:kms:<region>:a/<account>:<instance>:...
+    region: str = Field("local", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    account: str = Field("hsmbridge", pattern=r"^[A-Za-z0-9-]{1,64}$")
+    #: log one line per request (uvicorn's access log)
+    access_log: bool = False
+    #: seconds in-flight REST requests get to finish on shutdown
+    shutdown_grace: float = Field(10.0, ge=0)
 
 
 class ServerConfig(_Section):
@@ -88,6 +105,45 @@ class Config(_Section):
                     f"hsm.pin_file / {PIN_ENV}"
                 ) from None
         raise InvalidInput(f"no HSM PIN configured: set hsm.pin_file or {PIN_ENV}")
+
+
+DEV_TOKEN_ENV = "HSMBRIDGE_DEV_TOKEN"
+DEV_INSTANCE_ENV = "HSMBRIDGE_DEV_INSTANCE"
+DEV_EXTRA_TOKENS_ENV = "HSMBRIDGE_DEV_EXTRA_TOKENS"
+DEV_PRINCIPAL = "IBMid-dev"
+
+
+@dataclass(frozen=True)
+class DevCredentials:
+    """Who may call the development REST facade: one printed bearer token (principal
+    `IBMid-dev`) plus optional extra `token → principal` pairs, and the instance id to suggest."""
+
+    token: str
+    instance: str
+    token_generated: bool = False
+    extra_tokens: Mapping[str, str] = field(default_factory=dict)
+
+    def tokens(self) -> dict[str, str]:
+        return {self.token: DEV_PRINCIPAL, **self.extra_tokens}
+
+
+def dev_credentials(environ: Mapping[str, str] | None = None) -> DevCredentials:
+    """Read (or invent) the development credentials; see the module docstring for the variables."""
+    env = os.environ if environ is None else environ
+    token = env.get(DEV_TOKEN_ENV, "").strip()
+    generated = not token
+    token = token or secrets.token_urlsafe(24)
+    instance = env.get(DEV_INSTANCE_ENV, "").strip() or str(uuid.uuid4())
+    extra: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in env.get(DEV_EXTRA_TOKENS_ENV, "").split(","))):
+        extra_token, sep, principal = (piece.strip() for piece in item.partition("="))
+        if not sep or not extra_token or not principal or extra_token == token or extra_token in extra:
+            raise InvalidInput(
+                f"{DEV_EXTRA_TOKENS_ENV} must be a comma-separated list of token=principal pairs, "
+                "with distinct tokens other than the dev token"
+            )
+        extra[extra_token] = principal
+    return DevCredentials(token, instance, generated, extra)
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:

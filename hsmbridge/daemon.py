@@ -4,6 +4,11 @@ Start-up order matters: SOFTHSM2_CONF must be set before the PKCS#11 module is l
 migrated before anything reads it, and health turns SERVING only once the HSM is logged in, the
 master KEK found and the store answers. Shutdown is the reverse: NOT_SERVING, drain in-flight calls,
 then close sessions (the login session last) and the store.
+
+The REST facade (Key Protect API v2) runs in the same process and event loop as the gRPC aio
+server: uvicorn serves the FastAPI app as one more task over a socket bound here, and both call
+the one service layer directly. Uvicorn's own signal handling is switched off, so SIGTERM/SIGINT
+reach the daemon's handler, which stops REST and gRPC together and gracefully.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from hsmbridge import softhsm
-from hsmbridge.config import Config
+from hsmbridge.config import Config, dev_credentials
 from hsmbridge.core.services import Services
 from hsmbridge.core.store.sqlite import SqliteStore
 from hsmbridge.errors import InvalidInput
@@ -88,6 +95,99 @@ def _is_loopback(listen: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.") or listen.startswith("unix:")
 
 
+def require_loopback(what: str, listen: str) -> None:
+    """Development mode trusts whoever connects; only this machine may."""
+    if not _is_loopback(listen):
+        raise InvalidInput(
+            f"development mode refuses to listen on {listen} for {what}: use a loopback address"
+        )
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise InvalidInput(f"rest.listen must be HOST:PORT, not {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def bind_rest_socket(listen: str) -> socket.socket:
+    """Bind here, not in uvicorn: a busy port becomes a clear error instead of uvicorn's
+    sys.exit, and port 0 yields the real port before anything is printed."""
+    host, port = _split_listen(listen)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise InvalidInput(f"cannot listen on {listen} for REST: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise InvalidInput(f"cannot listen on {listen} for REST: {exc.strerror or exc}") from None
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _uvicorn_server(app: Any, config: Config) -> Any:
+    import uvicorn
+
+    class EmbeddedServer(uvicorn.Server):
+        """uvicorn without its signal handlers: the daemon owns SIGTERM/SIGINT."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    return EmbeddedServer(
+        uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=config.rest.access_log,
+            lifespan="off",
+            timeout_graceful_shutdown=int(config.rest.shutdown_grace),
+            server_header=False,
+        )
+    )
+
+
+def rest_authenticator_for(config: Config) -> Any:
+    """The development REST authenticator: the dev token (fixed by HSMBRIDGE_DEV_TOKEN, random
+    otherwise) plus HSMBRIDGE_DEV_EXTRA_TOKENS. A random token is printed so it can be used."""
+    from hsmbridge.rest.context import StaticTokenAuthenticator
+
+    credentials = dev_credentials()
+    if credentials.token_generated:
+        print(f"hsmbridge: REST dev bearer token {credentials.token}", flush=True)
+    return StaticTokenAuthenticator(credentials.tokens())
+
+
+async def _start_rest(
+    services: Services, config: Config, authenticator: Any
+) -> tuple[Any, asyncio.Task[None], str]:
+    from hsmbridge.rest.app import create_app
+    from hsmbridge.rest.representation import RenderContext
+
+    sock = bind_rest_socket(config.rest.listen)
+    app = create_app(services, authenticator, RenderContext(config.rest.region, config.rest.account))
+    server = _uvicorn_server(app, config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="hsmbridge-rest")
+    while not server.started:
+        if task.done():
+            sock.close()
+            task.result()  # re-raise what stopped it
+            raise InvalidInput(f"the REST server on {config.rest.listen} did not start")
+        await asyncio.sleep(0.01)
+    return server, task, _url(sock)
+
+
 async def _sweep(services: Services, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
@@ -99,23 +199,41 @@ async def _sweep(services: Services, interval: float) -> None:
             log.warning("import token sweep failed: %s", type(exc).__name__)
 
 
-async def serve(config: Config, *, on_ready: Callable[[dict[str, str]], None] | None = None) -> None:
+async def serve(
+    config: Config,
+    *,
+    rest_authenticator: Any = None,
+    on_ready: Callable[[dict[str, str]], None] | None = None,
+) -> None:
+    """Run gRPC (and REST unless `rest.enabled` is false) until SIGTERM/SIGINT.
+
+    `rest_authenticator` defaults to the development one (`rest_authenticator_for`).
+    """
     if not config.server.dev:
         raise InvalidInput(
             "only development mode (server.dev = true) is available until authentication is configured"
         )
-    if not _is_loopback(config.grpc.listen):
-        raise InvalidInput(
-            f"development mode refuses to listen on {config.grpc.listen}: use a loopback address"
-        )
+    require_loopback("gRPC", config.grpc.listen)
+    if config.rest.enabled:
+        require_loopback("REST", config.rest.listen)
+        _split_listen(config.rest.listen)
     services = await asyncio.to_thread(open_services, config)
-    server, health = build_server(services, DevAuthenticator())
-    port = server.add_insecure_port(config.grpc.listen)
-    if port == 0:
+    rest: tuple[Any, asyncio.Task[None], str] | None = None
+    try:
+        server, health = build_server(services, DevAuthenticator())
+        port = server.add_insecure_port(config.grpc.listen)
+        if port == 0:
+            raise InvalidInput(f"cannot listen on {config.grpc.listen}")
+        grpc_address = f"{config.grpc.listen.rsplit(':', 1)[0]}:{port}"
+        if config.rest.enabled:
+            rest = await _start_rest(services, config, rest_authenticator or rest_authenticator_for(config))
+        await server.start()
+    except BaseException:
+        if rest is not None:
+            rest[0].should_exit = True
+            await rest[1]
         services.close()
-        raise InvalidInput(f"cannot listen on {config.grpc.listen}")
-    grpc_address = f"{config.grpc.listen.rsplit(':', 1)[0]}:{port}"
-    await server.start()
+        raise
     await mark_serving(health, True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -123,16 +241,31 @@ async def serve(config: Config, *, on_ready: Callable[[dict[str, str]], None] | 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     sweeper = asyncio.create_task(_sweep(services, config.server.sweep_interval))
+    addresses = {"grpc": grpc_address}
+    if rest is not None:
+        addresses["rest"] = rest[2]
+        log.info("hsmbridge serving REST on %s", rest[2])
+        print(f"hsmbridge: REST listening on {rest[2]}", flush=True)
     log.info("hsmbridge serving gRPC on %s", grpc_address)
     print(f"hsmbridge: gRPC listening on {grpc_address}", flush=True)
     if on_ready is not None:
-        on_ready({"grpc": grpc_address})
+        on_ready(addresses)
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if rest is not None:
+        waiters.append(rest[1])  # an unexpected REST exit stops the daemon too
     try:
-        await stop.wait()
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
         log.info("shutting down: draining in-flight calls")
         await mark_serving(health, False)
         sweeper.cancel()
-        await server.stop(grace=10)
+        if rest is not None:
+            rest[0].should_exit = True
+        await asyncio.gather(
+            server.stop(grace=10),
+            *([rest[1]] if rest is not None else []),
+            return_exceptions=True,
+        )
+        waiters[0].cancel()
         services.close()
         log.info("stopped")

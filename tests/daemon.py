@@ -1,4 +1,10 @@
-"""Run a real `hsmbridge serve` in a subprocess against the test session's SoftHSM2 token."""
+"""Run a real `hsmbridge serve` (or `hsmbridge dev`) in a subprocess.
+
+With a `token` (the session's SoftHSM2 token) it serves that token; with `token=None` the child
+gets no HSM settings at all, as `hsmbridge dev` in a fresh directory would. gRPC and REST listen on
+random loopback ports; `address` is the gRPC one, `rest_url` the REST base URL, and the REST dev
+bearer token is fixed to `DEV_TOKEN` unless the caller sets HSMBRIDGE_DEV_TOKEN.
+"""
 
 from __future__ import annotations
 
@@ -8,31 +14,50 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import grpc
 
+DEV_TOKEN = "test-dev-token"
+
 
 class Daemon:
-    def __init__(self, token: dict[str, str], workdir: Path, **env: str) -> None:
+    def __init__(
+        self, token: dict[str, str] | None, workdir: Path, *, args: tuple[str, ...] = ("serve",), **env: str
+    ) -> None:
         self.workdir = workdir
+        self.args = args
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("HSMBRIDGE_")}
+        hsm = (
+            {
+                "SOFTHSM2_CONF": token["conf"],
+                "HSMBRIDGE_HSM__TOKEN_LABEL": token["label"],
+                "HSMBRIDGE_HSM__PIN_FILE": token["pin_file"],
+                "HSMBRIDGE_HSM__POOL_SIZE": "4",
+                "HSMBRIDGE_STORE__PATH": str(workdir / "hsmbridge.db"),
+            }
+            if token is not None
+            else {}
+        )
+        if token is None:
+            inherited.pop("SOFTHSM2_CONF", None)
         self.env = {
-            **os.environ,
-            "SOFTHSM2_CONF": token["conf"],
-            "HSMBRIDGE_HSM__TOKEN_LABEL": token["label"],
-            "HSMBRIDGE_HSM__PIN_FILE": token["pin_file"],
-            "HSMBRIDGE_HSM__POOL_SIZE": "4",
-            "HSMBRIDGE_STORE__PATH": str(workdir / "hsmbridge.db"),
+            **inherited,
+            **hsm,
             "HSMBRIDGE_GRPC__LISTEN": "127.0.0.1:0",
+            "HSMBRIDGE_REST__LISTEN": "127.0.0.1:0",
+            "HSMBRIDGE_DEV_TOKEN": DEV_TOKEN,
             **env,
         }
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
+        self.rest_url = ""
         self.output: list[str] = []
 
     def start(self, timeout: float = 60) -> str:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "hsmbridge.cli", "serve"],
+            [sys.executable, "-m", "hsmbridge.cli", *self.args],
             cwd=self.workdir,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -53,9 +78,21 @@ class Daemon:
             line = lines.get(timeout=timeout)
             if line is None:
                 raise RuntimeError("daemon exited:\n" + "".join(self.output))
+            if "REST listening on" in line:  # printed before the gRPC line
+                self.rest_url = line.rsplit(" ", 1)[1].strip()
             if "gRPC listening on" in line:
                 self.address = line.rsplit(" ", 1)[1].strip()
                 return self.address
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        """The first output line containing `text` (the dev banner comes after the listen lines)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.output):
+                if text in line:
+                    return line
+            time.sleep(0.05)
+        raise AssertionError(f"{text!r} not in the daemon's output:\n" + "".join(self.output))
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)
