@@ -8,7 +8,10 @@ from hsmbridge.core.backend import CryptoBackend
 from hsmbridge.core.clock import Clock, SystemClock
 from hsmbridge.core.envelopes import BatchEnvelopeService, EnvelopeService
 from hsmbridge.core.import_tokens import ImportTokenService
+from hsmbridge.core.key_rings import KeyRingService
 from hsmbridge.core.keys import KeyService
+from hsmbridge.core.policies import InstancePolicyService, KeyPolicyService
+from hsmbridge.core.registrations import RegistrationService
 from hsmbridge.core.store.base import Store
 
 
@@ -20,6 +23,10 @@ class Services:
     keys: KeyService
     envelopes: EnvelopeService
     import_tokens: ImportTokenService
+    key_policies: KeyPolicyService
+    instance_policies: InstancePolicyService
+    registrations: RegistrationService
+    key_rings: KeyRingService
 
     def __post_init__(self) -> None:
         self.batches = BatchEnvelopeService(self.keys, self.backend)
@@ -29,7 +36,23 @@ class Services:
         clock = clock or SystemClock()
         import_tokens = ImportTokenService(store, backend, clock)
         keys = KeyService(store, backend, clock, import_tokens)
-        return cls(store, backend, clock, keys, EnvelopeService(keys, backend), import_tokens)
+        instance_policies = InstancePolicyService(store, clock)
+        registrations = RegistrationService(store, keys, clock)
+        # Instance policies shape (or refuse) every new key; registrations guard every delete.
+        keys.admission_rules.append(instance_policies.admit)
+        keys.deletion_guards.append(registrations.guard)
+        return cls(
+            store,
+            backend,
+            clock,
+            keys,
+            EnvelopeService(keys, backend),
+            import_tokens,
+            KeyPolicyService(store, keys, clock),
+            instance_policies,
+            registrations,
+            KeyRingService(store, clock),
+        )
 
     def close(self) -> None:
         self.backend.close()
