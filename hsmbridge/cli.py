@@ -85,7 +85,7 @@ def dev_banner(
     rest = addresses.get("rest", "")
     lines = [
         "",
-        "hsmbridge development server: SoftHSM2, static dev tokens, loopback only. Never use it in production.",
+        "hsmbridge development server: SoftHSM2, static dev tokens, loopback only. Not for production.",
         "",
         f"  Key Protect API:  {rest or '(disabled)'}" + (f"   (docs: {rest}/docs)" if rest else ""),
         f"  gRPC:             {addresses['grpc']}",
