@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -12,7 +14,16 @@ from hsmbridge.metrics import HsmCollector
 pytestmark = pytest.mark.softhsm
 
 
-def test_handle_cache_hits_misses_and_evictions_are_counted(hsm_backend: Pkcs11Backend) -> None:
+@pytest.fixture
+def backend(hsm_settings, hsm_backend):  # type: ignore[no-untyped-def]
+    """A private backend, so other tests' keys in the shared cache cannot cause evictions here."""
+    b = Pkcs11Backend(replace(hsm_settings, cache_size=8))
+    yield b
+    b.close()
+
+
+def test_handle_cache_hits_misses_and_evictions_are_counted(backend: Pkcs11Backend) -> None:
+    hsm_backend = backend
     registry = CollectorRegistry()
     registry.register(HsmCollector(hsm_backend))
 

@@ -57,7 +57,7 @@ from hsmbridge.errors import (
 )
 from hsmbridge.hsm import capabilities as capability_probe
 from hsmbridge.hsm.cache import CachedKey, HandleCache, cka_id_for, next_load_id
-from hsmbridge.hsm.errors import Recovery, StaleTokenView, recovery_for, to_domain
+from hsmbridge.hsm.errors import Recovery, StaleTokenView, recovery_for, to_domain, transient_recovery
 from hsmbridge.hsm.library import Pkcs11Library
 from hsmbridge.hsm.oaep import oaep_decode
 from hsmbridge.hsm.pool import PooledSession, SessionPool
@@ -229,7 +229,7 @@ class Pkcs11Backend:
                 try:
                     return fn(pooled)
                 except pkcs11.PKCS11Error as exc:
-                    recovery = recovery_for(exc)
+                    recovery = transient_recovery(exc)
                     if attempt == 2 or recovery is Recovery.NONE or not retry_safe:
                         raise to_domain(exc, operation) from None
                     log.warning(
@@ -239,6 +239,8 @@ class Pkcs11Backend:
         raise AssertionError("unreachable")
 
     def _recover(self, recovery: Recovery, pooled: PooledSession) -> None:
+        if recovery is Recovery.RETRY:
+            return
         if recovery is Recovery.REPLACE_SESSION:
             self.pool.replace(pooled)
         elif recovery is Recovery.RELOAD_OBJECT:

@@ -31,6 +31,8 @@ from hsmbridge.errors import (
 
 class Recovery(enum.Enum):
     NONE = "none"
+    #: nothing to repair, just try again (see `transient_recovery`)
+    RETRY = "retry"
     REPLACE_SESSION = "replace-session"
     RELOAD_OBJECT = "reload-object"
     REINITIALIZE = "reinitialize"
@@ -87,6 +89,21 @@ def recovery_for(exc: BaseException) -> Recovery:
     ):
         return Recovery.REINITIALIZE
     return Recovery.NONE
+
+
+def transient_recovery(exc: BaseException) -> Recovery:
+    """`recovery_for`, plus: outside a verification, CKR_GENERAL_ERROR is worth one more try.
+
+    Measured on SoftHSM2 2.6.1: after a session that owned objects is closed, the next object
+    creation or C_FindObjectsInit can fail once with CKR_GENERAL_ERROR (a stale handle-manager
+    entry for a recycled address, removed by that failure); the same call then succeeds.
+    Verifying operations never get here: their GENERAL_ERROR means a bad tag and is mapped to an
+    IntegrityError before it reaches the retry loop.
+    """
+    recovery = recovery_for(exc)
+    if recovery is Recovery.NONE and isinstance(exc, p11.GeneralError):
+        return Recovery.RETRY
+    return recovery
 
 
 def to_domain(exc: BaseException, operation: str, *, verifying: bool = False) -> HsmBridgeError:
