@@ -1,5 +1,5 @@
 # hsmbridge — the two commands the README promises, and their helpers.
-#   make run    install what is missing, create a SoftHSM2 dev token + master KEK, serve
+#   make run    install what is missing, then the dev server (SoftHSM2 token + KEK, gRPC + REST)
 #   make test   the same installs, then proto freshness, lint and the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,8 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: run test setup system-deps protos check-protos lint clean
 
 run: setup
-	$(BIN)/hsmbridge init --softhsm
-	$(BIN)/hsmbridge serve
+	$(BIN)/hsmbridge dev
 
 test: setup check-protos lint
 	@$(BIN)/python -m pytest; rc=$$?; \
