@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -9,12 +11,15 @@ from grpc_reflection.v1alpha import reflection
 from hsmbridge.core.services import Services
 from hsmbridge.grpc.context import Authenticator
 from hsmbridge.grpc.crypto import BatchCryptoServicer
+from hsmbridge.grpc.gateway import RestGatewayServicer
 from hsmbridge.grpc.hsm_info import HsmServicer
 from hsmbridge.grpc.import_tokens import ImportTokenServicer
 from hsmbridge.grpc.keys import KeyServicer
 from hsmbridge.v1 import (
     crypto_pb2,
     crypto_pb2_grpc,
+    gateway_pb2,
+    gateway_pb2_grpc,
     hsm_pb2,
     hsm_pb2_grpc,
     import_tokens_pb2,
@@ -32,9 +37,15 @@ SERVICE_NAMES = (
 
 
 def build_server(
-    services: Services, authenticator: Authenticator
+    services: Services, authenticator: Authenticator, rest_app: Any = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """`rest_app`: the Key Protect facade, also reachable through `RestGateway` for a standalone
+    REST server (hsmbridge.rest.gateway_proxy) in front of this daemon."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    names = list(SERVICE_NAMES)
+    if rest_app is not None:
+        gateway_pb2_grpc.add_RestGatewayServicer_to_server(RestGatewayServicer(rest_app), server)
+        names.append(gateway_pb2.DESCRIPTOR.services_by_name["RestGateway"].full_name)
     keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(services, authenticator), server)
     crypto_pb2_grpc.add_CryptoServiceServicer_to_server(BatchCryptoServicer(services, authenticator), server)
     import_tokens_pb2_grpc.add_ImportTokenServiceServicer_to_server(
@@ -44,7 +55,7 @@ def build_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
     return server, health_servicer
