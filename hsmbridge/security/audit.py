@@ -93,8 +93,11 @@ class AuditEvent:
                 continue
             if not isinstance(value, str):
                 raise AuditSchemaError(f"audit field {name} must be text")
+            # Callers pass client-controlled text (correlation ids, aliases, addresses): bound and
+            # defang it rather than fail the call over a log line.
             if len(value) > _MAX_TEXT or not value.isprintable():
-                raise AuditSchemaError(f"audit field {name} must be at most {_MAX_TEXT} printable characters")
+                cleaned = "".join(c if c.isprintable() else "?" for c in value[:_MAX_TEXT])
+                object.__setattr__(self, name, cleaned)
         for name in ("reason", "cause", "auth_method"):
             value = getattr(self, name)
             if value is not None and not _WORD_RE.fullmatch(value):

@@ -1,0 +1,136 @@
+"""The one sequence every REST request and RPC goes through, so both transports agree:
+
+    authenticate → scope to the instance → authorise → rate-limit → (audit available?) → work → audit
+
+`SecurityGate.call` is a context manager around the handler's work. It yields a `CallRecord`
+whose `principal` goes into `CallContext` and on which the handler notes the key id and version
+it touched; on exit it emits exactly one audit event — success, or failure with the reason code
+of whatever was raised (including the gate's own denials). With a fail-closed audit log, a
+failed write after successful work raises `HsmUnavailable`, which replaces the response.
+
+Why the instance is a callable: REST answers a missing ``bluemix-instance`` with 400 but only
+after authentication ("401 beats 400"), so the header is read between the two steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hsmbridge.core.principal import Principal
+from hsmbridge.security.audit import AuditLog, NullSink, Outcome, reason_of
+from hsmbridge.security.authz import Action, Authorizer
+from hsmbridge.security.principals import Identity, to_principal
+from hsmbridge.security.ratelimit import RateLimiter
+
+Transport = Literal["rest", "grpc"]
+
+
+@dataclass(slots=True)
+class CallRecord:
+    """What the gate knows about a call in flight."""
+
+    action: Action
+    transport: Transport
+    client: str | None
+    correlation_id: str | None
+    started: float
+    identity: Identity | None = None
+    instance: str | None = None
+    key_id: str | None = None
+    key_version: str | None = None
+    _principal: Principal | None = field(default=None, repr=False)
+
+    @property
+    def principal(self) -> Principal:
+        """The caller, for `CallContext` (available inside the ``with`` block)."""
+        if self._principal is None:
+            assert self.identity is not None, "principal is only available once admitted"
+            self._principal = to_principal(self.identity)
+        return self._principal
+
+    def key(self, key_id: str | None, version: str | None = None) -> None:
+        """Note the key (and version) the call used, for the audit event."""
+        self.key_id = key_id
+        if version is not None:
+            self.key_version = version
+
+
+class SecurityGate:
+    def __init__(
+        self,
+        authorizer: Authorizer,
+        audit: AuditLog | None = None,
+        limiter: RateLimiter | None = None,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.authorizer = authorizer
+        self.audit = audit or AuditLog(NullSink())
+        self.limiter = limiter
+        self._clock = clock
+
+    @contextmanager
+    def call(
+        self,
+        action: Action,
+        identify: Callable[[], Identity],
+        instance: str | Callable[[], str],
+        *,
+        transport: Transport,
+        client: str | None = None,
+        correlation_id: str | None = None,
+        cost: float = 1.0,
+    ) -> Iterator[CallRecord]:
+        record = CallRecord(action, transport, client, correlation_id, self._clock())
+        try:
+            self._admit(record, identify, instance, cost)
+            yield record
+        except BaseException as exc:
+            self._emit(record, exc)
+            raise
+        else:
+            self._emit(record, None)
+
+    def _admit(
+        self,
+        record: CallRecord,
+        identify: Callable[[], Identity],
+        instance: str | Callable[[], str],
+        cost: float,
+    ) -> None:
+        record.identity = identify()
+        record.instance = instance if isinstance(instance, str) else instance()
+        record.action = self.authorizer.authorize(record.identity, record.action, record.instance)
+        if self.limiter is not None:
+            self.limiter.acquire(record.instance, record.action.action_class, cost)
+        self.audit.ensure_available()
+
+    def _emit(self, record: CallRecord, error: BaseException | None) -> None:
+        reason, cause = reason_of(error)
+        identity = record.identity
+        fields = {
+            "event": record.action.event,
+            "outcome": Outcome.FAILURE if error is not None else Outcome.SUCCESS,
+            "principal": identity.principal_id if identity else None,
+            "instance": record.instance,
+            "key_id": record.key_id,
+            "key_version": record.key_version,
+            "reason": reason,
+            "cause": cause,
+            "correlation_id": record.correlation_id,
+            "client": record.client,
+            "latency_ms": (self._clock() - record.started) * 1000.0,
+            "transport": record.transport,
+            "auth_method": (identity.method or None) if identity else None,
+        }
+        if error is None:
+            self.audit.record(**fields)  # fail-closed: raises HsmUnavailable, replacing the response
+            return
+        # The call already failed: its own error is the answer, even if the audit write fails too.
+        with contextlib.suppress(Exception):
+            self.audit.record(**fields)
