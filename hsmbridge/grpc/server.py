@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -37,11 +38,14 @@ SERVICE_NAMES = (
 
 
 def build_server(
-    services: Services, authenticator: Authenticator, rest_app: Any = None
+    services: Services,
+    authenticator: Authenticator,
+    rest_app: Any = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """`rest_app`: the Key Protect facade, also reachable through `RestGateway` for a standalone
     REST server (hsmbridge.rest.gateway_proxy) in front of this daemon."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)])
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)], interceptors=list(interceptors))
     names = list(SERVICE_NAMES)
     if rest_app is not None:
         gateway_pb2_grpc.add_RestGatewayServicer_to_server(RestGatewayServicer(rest_app), server)
