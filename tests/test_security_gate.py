@@ -21,12 +21,13 @@ from hsmbridge.errors import (
 )
 from hsmbridge.security.audit import FIELD_NAMES, AuditLog, FileSink, MemorySink
 from hsmbridge.security.authn import Authenticator
-from hsmbridge.security.authz import ACTIONS, Authorizer, rest_action, rpc_action
+from hsmbridge.security.authz import ACTIONS, Authorizer, AuthzConfig, rest_action, rpc_action
 from hsmbridge.security.config import SecurityConfig, build_authenticator, build_gate
-from hsmbridge.security.gate import CallRecord, SecurityGate
+from hsmbridge.security.gate import CallRecord, SecurityGate, current_call
 from hsmbridge.security.principals import Identity, identity_of
 from hsmbridge.security.ratelimit import BucketConfig, RateLimiter
 from hsmbridge.security.tokens import StaticTokenConfig, StaticTokens, hash_token
+from hsmbridge.v1 import crypto_pb2
 
 WRITER_TOKEN = "hsmb_gate-writer-token-0123456789"
 READER_TOKEN = "hsmb_gate-reader-token-0123456789"
@@ -249,6 +250,50 @@ def test_grpc_calls_use_the_rpc_action_and_work_in_async_code() -> None:
     assert asyncio.run(handler()) == "r"
     assert sink.events()[0]["event"] == "kms.secrets.unwrap"
     assert sink.events()[0]["transport"] == "grpc"
+
+
+def test_current_call_is_visible_inside_the_block_and_in_worker_threads() -> None:
+    gate = SecurityGate(Authorizer(), AuditLog(MemorySink()))
+    authn = authenticator()
+    assert current_call() is None
+
+    async def handler() -> tuple[str, str]:
+        with gate.call(
+            ACTIONS["kms.secrets.list"],
+            lambda: authn.identify_rest(f"Bearer {READER_TOKEN}"),
+            "t1",
+            transport="rest",
+        ):
+            inner = current_call()
+            assert inner is not None
+            threaded = await asyncio.to_thread(current_call)
+            assert threaded is inner
+            return inner.principal.id, inner.instance or ""
+
+    assert asyncio.run(handler()) == ("r", "t1")
+    assert current_call() is None
+
+
+def test_stream_messages_are_admitted_and_audited_one_by_one() -> None:
+    sink, clock = MemorySink(), Clock()
+    limiter = RateLimiter({"crypto": BucketConfig(rate=1, burst=10)}, clock=clock)
+    strict = Authorizer(AuthzConfig(overrides={"kms.secrets.rewrap": "Writer"}))
+    gate = SecurityGate(strict, AuditLog(sink), limiter, clock=clock)
+    authn = authenticator()
+    method = "/hsmbridge.v1.CryptoService/CryptoStream"
+    with gate.call(
+        rpc_action(method), lambda: authn.identify_rest(f"Bearer {READER_TOKEN}"), "t1", transport="grpc"
+    ) as call:
+        unwrap = crypto_pb2.CryptoStreamRequest(sequence=1, unwrap={"key_id": "k", "items": [{}, {}, {}]})
+        action = gate.admit_more(call, rpc_action(method, unwrap), cost=3)
+        gate.audit_more(call, action, key_id="k")
+        rewrap = crypto_pb2.CryptoStreamRequest(sequence=2, rewrap={"key_id": "k"})
+        with pytest.raises(PermissionDenied):
+            gate.admit_more(call, rpc_action(method, rewrap))
+        with pytest.raises(ResourceExhausted):
+            gate.admit_more(call, rpc_action(method, unwrap), cost=7)  # 10 - 1 (open) - 3 = 6 left
+    events = [(e["event"], e["outcome"], e["key_id"]) for e in sink.events()]
+    assert events == [("kms.secrets.unwrap", "success", "k"), ("kms.secrets.unwrap", "success", None)]
 
 
 # The [security] section.

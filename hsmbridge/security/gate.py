@@ -10,6 +10,14 @@ failed write after successful work raises `HsmUnavailable`, which replaces the r
 
 Why the instance is a callable: REST answers a missing ``bluemix-instance`` with 400 but only
 after authentication ("401 beats 400"), so the header is read between the two steps.
+
+`current_call()` returns the record of the call in progress (a context variable: per asyncio
+task, and copied into `asyncio.to_thread` workers), so code that builds the `CallContext` — REST's
+``call_context(request)``, gRPC's ``ServicerBase.ctx(context)`` — need not be handed the record.
+
+Streams and batches: a batch passes ``cost=len(items)``. A stream is admitted once, for its
+opening action; each message then goes through `admit_more` (its own action and cost) and may be
+audited on its own with `audit_more`.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -28,6 +37,13 @@ from hsmbridge.security.principals import Identity, to_principal
 from hsmbridge.security.ratelimit import RateLimiter
 
 Transport = Literal["rest", "grpc"]
+
+_CURRENT: ContextVar[CallRecord | None] = ContextVar("hsmbridge_security_call", default=None)
+
+
+def current_call() -> CallRecord | None:
+    """The admitted call this code runs in, if any."""
+    return _CURRENT.get()
 
 
 @dataclass(slots=True)
@@ -89,12 +105,48 @@ class SecurityGate:
         record = CallRecord(action, transport, client, correlation_id, self._clock())
         try:
             self._admit(record, identify, instance, cost)
-            yield record
+            token = _CURRENT.set(record)
+            try:
+                yield record
+            finally:
+                _CURRENT.reset(token)
         except BaseException as exc:
             self._emit(record, exc)
             raise
         else:
             self._emit(record, None)
+
+    def admit_more(self, record: CallRecord, action: Action, cost: float = 1.0) -> Action:
+        """Authorise and rate-limit one more operation of an admitted caller (a stream message)."""
+        assert record.identity is not None and record.instance is not None, "admit the call first"
+        allowed = self.authorizer.authorize(record.identity, action, record.instance)
+        if self.limiter is not None:
+            self.limiter.acquire(record.instance, allowed.action_class, cost)
+        self.audit.ensure_available()
+        return allowed
+
+    def audit_more(
+        self,
+        record: CallRecord,
+        action: Action,
+        error: BaseException | None = None,
+        *,
+        key_id: str | None = None,
+        key_version: str | None = None,
+    ) -> None:
+        """One audit event for a sub-operation (a stream message), timed from the call's start."""
+        sub = CallRecord(
+            action,
+            record.transport,
+            record.client,
+            record.correlation_id,
+            record.started,
+            identity=record.identity,
+            instance=record.instance,
+            key_id=key_id,
+            key_version=key_version,
+        )
+        self._emit(sub, error)
 
     def _admit(
         self,
