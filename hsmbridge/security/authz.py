@@ -248,6 +248,14 @@ PUBLIC_RPCS = frozenset(
 )
 
 
+#: Methods that carry another protocol's request and are authorised by it: RestGateway/Handle
+#: forwards an HTTP request whose Authorization header the REST facade checks (against the REST
+#: endpoint's action). Gating them again here would need a second credential. Serve them only on
+#: a listener restricted to the gateway (unix socket 0600 or mTLS): the forwarded client address
+#: ends up in audit events.
+DELEGATED_RPCS = frozenset({"/hsmbridge.v1.RestGateway/Handle"})
+
+
 def _compile(template: str) -> re.Pattern[str]:
     out = []
     for part in re.split(r"(\{[^}]*\})", template):
