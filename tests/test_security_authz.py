@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -239,6 +240,52 @@ def test_rest_action_resolves_concrete_requests(
 ) -> None:
     action = rest_action(method, path, param)
     assert (action.name if action else None) == expected
+
+
+REST_MODULES = (
+    "registrations",
+    "key_rings",
+    "key_policies",
+    "instance",
+    "import_tokens",
+    "events",
+    "aliases",
+    "actions",
+    "keys",
+)
+
+
+def _rest_routes() -> list[tuple[str, str, str]]:
+    """(method, path template, summary) of every route the REST facade declares."""
+    from fastapi.routing import APIRoute
+
+    routes = []
+    for name in REST_MODULES:
+        module = importlib.import_module(f"hsmbridge.rest.{name}")
+        for route in module.router.routes:
+            if isinstance(route, APIRoute):
+                routes.extend((m, route.path, route.summary or "") for m in route.methods)
+    return routes
+
+
+def test_every_route_of_the_rest_facade_resolves_to_its_spec_endpoint() -> None:
+    """The facade's own routes, with sample values in their parameters, resolve to an action; a
+    route whose summary names its endpoint ("… (E29)") resolves to that very endpoint."""
+    routes = _rest_routes()
+    assert len(routes) >= 41
+    seen = set()
+    for method, template, summary in routes:
+        path = re.sub(r"\{[^}:]*:path\}", "crn:v1:bluemix:public:cos:global:a/123:456:bucket:b", template)
+        path = re.sub(r"\{[^}]*\}", "sample-1", path)
+        endpoint = endpoint_for(method, path)
+        assert endpoint is not None, f"{method} {template} has no authorization rule"
+        param = {"E6": "wrap", "E33": "deactivate"}.get(endpoint.number)
+        assert rest_action(method, path, param) is not None
+        named = re.search(r"\((E\d+)", summary)
+        if named:
+            assert endpoint.number == named.group(1), f"{method} {template}"
+        seen.add(endpoint.number)
+    assert seen == {e.number for e in ENDPOINTS}
 
 
 def test_every_deprecated_action_value_is_a_known_action() -> None:
