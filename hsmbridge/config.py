@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from hsmbridge.errors import InvalidInput
 
@@ -51,6 +51,17 @@ class HsmConfig(_Section):
     oaep_sha256_fallback: bool = True
     #: development: the SoftHSM2 directory whose softhsm2.conf to use (sets SOFTHSM2_CONF)
     softhsm_dir: str | None = "var/softhsm"
+    #: pre-generated RSA keypairs (of `import_key_pool_bits`) per worker, so creating an import
+    #: token does not wait ≈1 s for RSA-4096 keygen; 0 turns the pool off (deterministic tests)
+    import_key_pool_size: int = Field(2, ge=0, le=64)
+    import_key_pool_bits: int = 4096
+
+    @field_validator("import_key_pool_bits")
+    @classmethod
+    def _rsa_size(cls, bits: int) -> int:
+        if bits not in (2048, 3072, 4096):
+            raise ValueError("must be 2048, 3072 or 4096")
+        return bits
 
 
 class StoreConfig(_Section):
@@ -80,6 +91,20 @@ class ServerConfig(_Section):
     dev: bool = True
     sweep_interval: float = Field(60.0, gt=0)
     log_level: str = "INFO"
+    #: worker processes sharing the ports (SO_REUSEPORT); 0 = one per core. SoftHSM2 scales with
+    #: processes, not threads. 1 runs everything in this process, without a supervisor.
+    workers: int = Field(0, ge=0, le=256)
+    #: seconds in-flight gRPC calls get to finish on shutdown
+    shutdown_grace: float = Field(10.0, ge=0)
+
+
+class MetricsConfig(_Section):
+    """Prometheus metrics on their own port. With several workers the supervisor serves this port
+    and merges each worker's own (loopback, ephemeral) endpoint, adding a `worker` label."""
+
+    enabled: bool = True
+    #: HOST:PORT; port 0 picks a free one (printed as "metrics listening on ...")
+    listen: str = "127.0.0.1:9464"
 
 
 class Config(_Section):
@@ -88,6 +113,7 @@ class Config(_Section):
     grpc: GrpcConfig = GrpcConfig()
     rest: RestConfig = RestConfig()
     server: ServerConfig = ServerConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     def resolve_pin(self) -> str:
         env_pin = os.environ.get(PIN_ENV)

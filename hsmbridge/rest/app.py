@@ -6,6 +6,8 @@ One module per resource contributes an `APIRouter`; the order below matters wher
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -14,14 +16,23 @@ from starlette.responses import Response
 from hsmbridge.core.services import Services
 from hsmbridge.errors import InvalidInput, NotFound, Reason, Unsupported
 from hsmbridge.rest import context
-from hsmbridge.rest.context import RestAuthenticator, RestState
+from hsmbridge.rest.context import RestAuthenticator, RestState, open_gate
 from hsmbridge.rest.errors import Operation
 from hsmbridge.rest.representation import RenderContext
+from hsmbridge.security.gate import SecurityGate
 
 _ROUTING = Operation("Request", "processed")
 
 
-def create_app(services: Services, authenticator: RestAuthenticator, render: RenderContext) -> FastAPI:
+def create_app(
+    services: Services,
+    authenticator: RestAuthenticator,
+    render: RenderContext,
+    metrics: Any = None,
+    gate: SecurityGate | None = None,
+) -> FastAPI:
+    """`gate`: the process's security gate (authorisation, rate limits, audit); by default
+    authorisation only, with the standard role table."""
     from hsmbridge.rest import (  # one module per resource
         actions,
         aliases,
@@ -39,7 +50,11 @@ def create_app(services: Services, authenticator: RestAuthenticator, render: Ren
         description="IBM Key Protect API v2, served by hsmbridge over a PKCS#11 HSM.",
         version="2.0",
     )
-    app.state.hsmbridge = RestState(services, authenticator, render)
+    app.state.hsmbridge = RestState(services, authenticator, render, gate or open_gate())
+    if metrics is not None:  # hsmbridge.metrics.Metrics: request counts and latency per route
+        from hsmbridge.rest.middleware import RestMetricsMiddleware
+
+        app.add_middleware(RestMetricsMiddleware, metrics=metrics)
     for module in (
         registrations,
         key_rings,
