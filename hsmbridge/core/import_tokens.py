@@ -5,6 +5,10 @@ its keypair is destroyed in the HSM); `retrieve` hands out the public key and th
 counts down `remainingRetrievals`; retrieval fails once the count is spent or the token expired.
 Imports need an unexpired token, not a remaining retrieval: with the default of one retrieval the
 documented flow (create, retrieve once, import) could otherwise never work.
+
+An RSA-4096 keygen takes ≈1 s on SoftHSM2, so `create` takes a pre-generated keypair from an
+attached `KeypairPool` (core/keypair_pool.py) when one of the requested size is ready and only
+generates inline otherwise; a pooled keypair then lives and dies like any other import keypair.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import timedelta
 
 from hsmbridge.core.backend import CryptoBackend, OaepHash, wipe
 from hsmbridge.core.clock import Clock
+from hsmbridge.core.keypair_pool import KeypairPool, PooledKeypair
 from hsmbridge.core.model import ImportToken, WrappedKey
 from hsmbridge.core.principal import CallContext
 from hsmbridge.core.store.base import Store
@@ -58,6 +63,23 @@ class ImportTokenService:
         self._store = store
         self._backend = backend
         self._clock = clock
+        self.pool: KeypairPool | None = None
+
+    def attach_pool(self, pool: KeypairPool) -> None:
+        """Serve `create` from `pool`: first destroy the unused pooled keypairs a previous process
+        of this worker slot left on the token (those no stored token refers to), then start the
+        background refill."""
+        far_future = self._clock.now() + timedelta(days=365 * 100)
+        in_use = [t.hsm_object_id for t in self._store.list_import_tokens_expired_before(far_future)]
+        pool.destroy_orphans(in_use)
+        self.pool = pool
+        pool.start()
+
+    def close(self) -> None:
+        """Stop the pool (destroying its unused keypairs); call before the backend closes."""
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.close()
 
     def create(
         self,
@@ -85,8 +107,12 @@ class ImportTokenService:
                 reason=Reason.INVALID_FIELD,
                 target="keyBits",
             )
-        object_id = uuid.uuid4().hex
-        public_der = self._backend.create_import_keypair(object_id, key_bits)
+        pooled: PooledKeypair | None = self.pool.take(key_bits) if self.pool is not None else None
+        if pooled is not None:
+            object_id, public_der = pooled.object_id, pooled.public_key_der
+        else:
+            object_id = uuid.uuid4().hex
+            public_der = self._backend.create_import_keypair(object_id, key_bits)
         now = self._clock.now()
         token = ImportToken(
             id=str(uuid.uuid4()),
@@ -106,7 +132,10 @@ class ImportTokenService:
                 tx.ensure_tenant(ctx.tenant, now)
                 previous = tx.put_import_token(token)
         except BaseException:
-            self._destroy_quietly(object_id)
+            if pooled is not None and self.pool is not None:
+                self.pool.give_back(pooled)
+            else:
+                self._destroy_quietly(object_id)
             raise
         if previous is not None:
             self._destroy_quietly(previous.hsm_object_id)

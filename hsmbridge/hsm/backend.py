@@ -547,6 +547,24 @@ class Pkcs11Backend:
                 "the import token's key is no longer on the HSM", reason=Reason.IMPORT_TOKEN_NOT_FOUND
             ) from None
 
+    def find_import_keypairs(self, id_prefix: str) -> list[str]:
+        """Object ids of the import keypairs on the token whose id starts with `id_prefix`.
+
+        PKCS#11 matches attributes exactly, so this reads every private key's label: only the
+        import-keypair pool calls it, once at start-up, to find the unused keypairs a previous
+        process of the same worker slot left behind (core/keypair_pool.py).
+        """
+        prefix = IMPORT_LABEL_PREFIX + id_prefix
+
+        def op(pooled: PooledSession) -> list[str]:
+            labels = (
+                obj[Attribute.LABEL]
+                for obj in pooled.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
+            )
+            return [label[len(IMPORT_LABEL_PREFIX) :] for label in labels if label.startswith(prefix)]
+
+        return self._run("find-import-keypairs", op)
+
     def destroy_import_keypair(self, object_id: str) -> None:
         def op(pooled: PooledSession) -> None:
             for obj in list(pooled.session.get_objects({Attribute.ID: object_id.encode()})):
