@@ -1,4 +1,4 @@
-"""`hsmbridge init | serve | dev | hsm-info`.
+"""`hsmbridge init | serve [--workers N] | dev | hsm-info` (and the internal `worker`).
 
 `hsmbridge dev` is the one-command development server, like `bao server -dev`: it creates what a
 first start needs under ./var (a SoftHSM2 token, the master KEK, the store), serves gRPC on
@@ -65,11 +65,35 @@ def initialise(cfg: config_module.Config, *, softhsm_token: bool, force_conf: bo
     return 0
 
 
+def worker_count(requested: int | None, cfg: config_module.Config) -> int:
+    """`--workers`, else `server.workers`, else (0) one per core."""
+    count = requested if requested is not None else cfg.server.workers
+    return count if count > 0 else max(os.cpu_count() or 1, 1)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    """One worker: everything in this process. More: a supervisor (no PKCS#11 in it) spawning
+    fresh worker interpreters that share the ports (hsmbridge/supervisor.py)."""
     from hsmbridge import daemon
 
     cfg = _config(args)
-    asyncio.run(daemon.serve(cfg))
+    workers = worker_count(args.workers, cfg)
+    if workers == 1:
+        asyncio.run(daemon.serve(cfg))
+        return 0
+    from hsmbridge import supervisor
+
+    return supervisor.run(cfg, workers, config_path=args.config or os.environ.get("HSMBRIDGE_CONFIG"))
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Internal: one worker process under `serve --workers N`; the supervisor passes the ports
+    (in HSMBRIDGE_* variables) and the readiness and lifeline pipes."""
+    from hsmbridge import daemon
+
+    cfg = _config(args)
+    role = daemon.WorkerRole(args.index, args.count, args.ready_fd, args.lifeline_fd)
+    asyncio.run(daemon.serve(cfg, role=role))
     return 0
 
 
@@ -123,6 +147,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     cfg.server.dev = True
+    cfg.server.workers = 1  # one process: the banner, the token and Ctrl-C stay simple
     cfg.grpc.listen = args.grpc_listen or cfg.grpc.listen  # the defaults are DEV_*_LISTEN
     cfg.rest.enabled = True
     cfg.rest.listen = args.rest_listen or cfg.rest.listen
@@ -173,7 +198,20 @@ def parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", help="create the master KEK (and a SoftHSM2 dev token with --softhsm)")
     init.add_argument("--softhsm", action="store_true", help="create a SoftHSM2 token under hsm.softhsm_dir")
     init.set_defaults(func=cmd_init)
-    sub.add_parser("serve", help="run the daemon").set_defaults(func=cmd_serve)
+    serve = sub.add_parser("serve", help="run the daemon")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the ports (default: server.workers, 0 = one per core); "
+        "1 serves in this process",
+    )
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--count", type=int, required=True)
+    worker.add_argument("--ready-fd", type=int)
+    worker.add_argument("--lifeline-fd", type=int)
+    worker.set_defaults(func=cmd_worker)
     dev = sub.add_parser(
         "dev",
         help="development server: create ./var (SoftHSM2 token, KEK), serve gRPC + REST on loopback",

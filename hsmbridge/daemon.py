@@ -9,17 +9,24 @@ The REST facade (Key Protect API v2) runs in the same process and event loop as 
 server: uvicorn serves the FastAPI app as one more task over a socket bound here, and both call
 the one service layer directly. Uvicorn's own signal handling is switched off, so SIGTERM/SIGINT
 reach the daemon's handler, which stops REST and gRPC together and gracefully.
+
+This module is one process. `serve --workers N` (N > 1) runs it N times under the supervisor
+(hsmbridge/supervisor.py), each worker a fresh interpreter with its own PKCS#11 initialisation,
+binding the same ports with SO_REUSEPORT (`reuseport_socket`, `bind_grpc`). The listeners are
+built in `rest_socket` / `bind_grpc` only, so TLS and authentication have one place to go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,9 @@ from hsmbridge.core.services import Services
 from hsmbridge.core.store.sqlite import SqliteStore
 from hsmbridge.errors import InvalidInput
 from hsmbridge.grpc.context import DevAuthenticator
+from hsmbridge.grpc.interceptors import MetricsInterceptor
 from hsmbridge.grpc.server import build_server, mark_serving
+from hsmbridge.metrics import Metrics
 
 log = logging.getLogger("hsmbridge")
 
@@ -103,32 +112,58 @@ def require_loopback(what: str, listen: str) -> None:
         )
 
 
-def _split_listen(listen: str) -> tuple[str, int]:
+def _split_listen(listen: str, what: str = "rest") -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise InvalidInput(f"rest.listen must be HOST:PORT, not {listen!r}")
+        raise InvalidInput(f"{what}.listen must be HOST:PORT, not {listen!r}")
     return host.strip("[]"), int(port)
 
 
-def bind_rest_socket(listen: str) -> socket.socket:
-    """Bind here, not in uvicorn: a busy port becomes a clear error instead of uvicorn's
-    sys.exit, and port 0 yields the real port before anything is printed."""
-    host, port = _split_listen(listen)
+def reuseport_socket(listen: str, what: str, *, backlog: int | None = 2048) -> socket.socket:
+    """A TCP socket bound to `listen` with SO_REUSEPORT, listening unless `backlog` is None.
+
+    SO_REUSEPORT lets every worker process bind the same port and the kernel spread connections
+    evenly across them. The supervisor uses `backlog=None` to reserve a port (and to turn port 0
+    into a concrete one) without receiving connections: only listening sockets get any.
+    """
+    host, port = _split_listen(listen, what.lower())
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, kind, proto, _, address = infos[0]
         sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise InvalidInput(f"cannot listen on {listen} for REST: {exc.strerror or exc}") from None
+        raise InvalidInput(f"cannot listen on {listen} for {what}: {exc.strerror or exc}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(2048)
+        if backlog is not None:
+            sock.listen(backlog)
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        raise InvalidInput(f"cannot listen on {listen} for REST: {exc.strerror or exc}") from None
+        raise InvalidInput(f"cannot listen on {listen} for {what}: {exc.strerror or exc}") from None
     return sock
+
+
+def bind_rest_socket(listen: str) -> socket.socket:
+    """Bind here, not in uvicorn: a busy port becomes a clear error instead of uvicorn's
+    sys.exit, and port 0 yields the real port before anything is printed."""
+    return reuseport_socket(listen, "REST")
+
+
+def rest_socket(config: Config) -> socket.socket:
+    """The REST listener. One place to extend (TLS is wrapped by uvicorn, not here)."""
+    return bind_rest_socket(config.rest.listen)
+
+
+def bind_grpc(server: Any, config: Config) -> str:
+    """Add the gRPC listener to `server` (SO_REUSEPORT comes from the server options) and return
+    the bound HOST:PORT. The one place to extend with TLS credentials."""
+    port = server.add_insecure_port(config.grpc.listen)
+    if port == 0:
+        raise InvalidInput(f"cannot listen on {config.grpc.listen}")
+    return f"{config.grpc.listen.rsplit(':', 1)[0]}:{port}"
 
 
 def _url(sock: socket.socket) -> str:
@@ -170,13 +205,15 @@ def rest_authenticator_for(config: Config) -> Any:
 
 
 async def _start_rest(
-    services: Services, config: Config, authenticator: Any
+    services: Services, config: Config, authenticator: Any, metrics: Metrics | None
 ) -> tuple[Any, asyncio.Task[None], str]:
     from hsmbridge.rest.app import create_app
     from hsmbridge.rest.representation import RenderContext
 
-    sock = bind_rest_socket(config.rest.listen)
-    app = create_app(services, authenticator, RenderContext(config.rest.region, config.rest.account))
+    sock = rest_socket(config)
+    app = create_app(
+        services, authenticator, RenderContext(config.rest.region, config.rest.account), metrics=metrics
+    )
     server = _uvicorn_server(app, config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="hsmbridge-rest")
     while not server.started:
@@ -199,15 +236,68 @@ async def _sweep(services: Services, interval: float) -> None:
             log.warning("import token sweep failed: %s", type(exc).__name__)
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """How a worker process started by the supervisor (hsmbridge/supervisor.py) differs from a
+    stand-alone daemon: it reports readiness as one JSON line on `ready_fd` instead of printing
+    the listen lines, stops when the supervisor's `lifeline_fd` pipe closes (the supervisor died),
+    and owns import-keypair pool slot `index` of `count`."""
+
+    index: int
+    count: int
+    ready_fd: int | None = None
+    lifeline_fd: int | None = None
+
+
+def start_metrics_http(metrics: Metrics, config: Config) -> tuple[Any, str]:
+    """Serve this process's registry on `metrics.listen` (a busy port is a clear start-up error)."""
+    from hsmbridge.metrics import serve_http
+
+    try:
+        return serve_http(metrics.registry, config.metrics.listen)
+    except (OSError, ValueError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(f"cannot listen on {config.metrics.listen} for metrics: {detail}") from None
+
+
+def _attach_keypair_pool(services: Services, config: Config, role: WorkerRole | None) -> Any:
+    from hsmbridge.core.keypair_pool import KeypairPool
+
+    if config.hsm.import_key_pool_size <= 0:
+        return None
+    pool = KeypairPool(
+        services.backend,
+        size=config.hsm.import_key_pool_size,
+        bits=config.hsm.import_key_pool_bits,
+        worker=role.index if role else 0,
+        workers=role.count if role else 1,
+    )
+    services.import_tokens.attach_pool(pool)
+    return pool
+
+
+def _report_ready(role: WorkerRole, addresses: dict[str, str]) -> None:
+    if role.ready_fd is None:
+        return
+    message = json.dumps({"pid": os.getpid(), **addresses}).encode() + b"\n"
+    try:
+        os.write(role.ready_fd, message)
+    finally:
+        os.close(role.ready_fd)
+
+
 async def serve(
     config: Config,
     *,
     rest_authenticator: Any = None,
     on_ready: Callable[[dict[str, str]], None] | None = None,
+    role: WorkerRole | None = None,
 ) -> None:
-    """Run gRPC (and REST unless `rest.enabled` is false) until SIGTERM/SIGINT.
+    """Run gRPC (and REST unless `rest.enabled` is false) in this process until SIGTERM/SIGINT.
 
-    `rest_authenticator` defaults to the development one (`rest_authenticator_for`).
+    `rest_authenticator` defaults to the development one (`rest_authenticator_for`). Without a
+    `role` this is the whole daemon (`serve --workers 1`, `dev`) and prints the listen lines; with
+    one it is a worker under the supervisor.
     """
     if not config.server.dev:
         raise InvalidInput(
@@ -218,21 +308,34 @@ async def serve(
         require_loopback("REST", config.rest.listen)
         _split_listen(config.rest.listen)
     services = await asyncio.to_thread(open_services, config)
+    metrics = Metrics() if config.metrics.enabled else None
     rest: tuple[Any, asyncio.Task[None], str] | None = None
+    metrics_http: Any = None
+    addresses: dict[str, str] = {}
     try:
-        server, health = build_server(services, DevAuthenticator())
-        port = server.add_insecure_port(config.grpc.listen)
-        if port == 0:
-            raise InvalidInput(f"cannot listen on {config.grpc.listen}")
-        grpc_address = f"{config.grpc.listen.rsplit(':', 1)[0]}:{port}"
+        if metrics is not None:
+            metrics.watch_backend(services.backend)
+        pool = await asyncio.to_thread(_attach_keypair_pool, services, config, role)
+        if pool is not None and metrics is not None:
+            metrics.watch_keypair_pool(pool)
+        interceptors = [MetricsInterceptor(metrics)] if metrics is not None else []
+        server, health = build_server(services, DevAuthenticator(), interceptors=interceptors)
+        addresses["grpc"] = bind_grpc(server, config)
         if config.rest.enabled:
-            rest = await _start_rest(services, config, rest_authenticator or rest_authenticator_for(config))
+            rest = await _start_rest(
+                services, config, rest_authenticator or rest_authenticator_for(config), metrics
+            )
+            addresses["rest"] = rest[2]
+        if metrics is not None:
+            metrics_http, addresses["metrics"] = start_metrics_http(metrics, config)
         await server.start()
     except BaseException:
         if rest is not None:
             rest[0].should_exit = True
             await rest[1]
-        services.close()
+        if metrics_http is not None:
+            metrics_http.shutdown()
+        await asyncio.to_thread(_close_services, services)
         raise
     await mark_serving(health, True)
     stop = asyncio.Event()
@@ -240,14 +343,19 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if role is not None and role.lifeline_fd is not None:
+        loop.add_reader(role.lifeline_fd, stop.set)  # readable = EOF: the supervisor is gone
     sweeper = asyncio.create_task(_sweep(services, config.server.sweep_interval))
-    addresses = {"grpc": grpc_address}
-    if rest is not None:
-        addresses["rest"] = rest[2]
-        log.info("hsmbridge serving REST on %s", rest[2])
-        print(f"hsmbridge: REST listening on {rest[2]}", flush=True)
-    log.info("hsmbridge serving gRPC on %s", grpc_address)
-    print(f"hsmbridge: gRPC listening on {grpc_address}", flush=True)
+    if role is not None:
+        _report_ready(role, addresses)
+    else:
+        if "metrics" in addresses:
+            print(f"hsmbridge: metrics listening on {addresses['metrics']}", flush=True)
+        if rest is not None:
+            log.info("hsmbridge serving REST on %s", rest[2])
+            print(f"hsmbridge: REST listening on {rest[2]}", flush=True)
+        log.info("hsmbridge serving gRPC on %s", addresses["grpc"])
+        print(f"hsmbridge: gRPC listening on {addresses['grpc']}", flush=True)
     if on_ready is not None:
         on_ready(addresses)
     waiters = [asyncio.ensure_future(stop.wait())]
@@ -257,15 +365,28 @@ async def serve(
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     finally:
         log.info("shutting down: draining in-flight calls")
+        if role is not None and role.lifeline_fd is not None:
+            loop.remove_reader(role.lifeline_fd)
         await mark_serving(health, False)
         sweeper.cancel()
         if rest is not None:
             rest[0].should_exit = True
         await asyncio.gather(
-            server.stop(grace=10),
+            server.stop(grace=config.server.shutdown_grace),
             *([rest[1]] if rest is not None else []),
             return_exceptions=True,
         )
         waiters[0].cancel()
-        services.close()
+        if metrics_http is not None:
+            metrics_http.shutdown()
+        await asyncio.to_thread(_close_services, services)
         log.info("stopped")
+
+
+def _close_services(services: Services) -> None:
+    """Pool first (its unused keypairs are destroyed through the backend), then sessions (the
+    login session last, inside the backend) and the store."""
+    try:
+        services.import_tokens.close()
+    finally:
+        services.close()

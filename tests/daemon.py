@@ -2,8 +2,13 @@
 
 With a `token` (the session's SoftHSM2 token) it serves that token; with `token=None` the child
 gets no HSM settings at all, as `hsmbridge dev` in a fresh directory would. gRPC and REST listen on
-random loopback ports; `address` is the gRPC one, `rest_url` the REST base URL, and the REST dev
-bearer token is fixed to `DEV_TOKEN` unless the caller sets HSMBRIDGE_DEV_TOKEN.
+random loopback ports; `address` is the gRPC one, `rest_url` the REST base URL, `metrics_url` the
+Prometheus endpoint, and the REST dev bearer token is fixed to `DEV_TOKEN` unless the caller sets
+HSMBRIDGE_DEV_TOKEN.
+
+Unless the caller's `env` says otherwise the daemon runs as one process (`server.workers = 1`, no
+supervisor) with no import-keypair pool (deterministic: no background RSA keygen competing for
+the two cores); tests/test_workers.py and tests/test_keypair_pool.py turn those on.
 """
 
 from __future__ import annotations
@@ -47,12 +52,16 @@ class Daemon:
             **hsm,
             "HSMBRIDGE_GRPC__LISTEN": "127.0.0.1:0",
             "HSMBRIDGE_REST__LISTEN": "127.0.0.1:0",
+            "HSMBRIDGE_METRICS__LISTEN": "127.0.0.1:0",
+            "HSMBRIDGE_SERVER__WORKERS": "1",
+            "HSMBRIDGE_HSM__IMPORT_KEY_POOL_SIZE": "0",
             "HSMBRIDGE_DEV_TOKEN": DEV_TOKEN,
             **env,
         }
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
         self.rest_url = ""
+        self.metrics_url = ""
         self.output: list[str] = []
 
     def start(self, timeout: float = 60) -> str:
@@ -78,6 +87,8 @@ class Daemon:
             line = lines.get(timeout=timeout)
             if line is None:
                 raise RuntimeError("daemon exited:\n" + "".join(self.output))
+            if "metrics listening on" in line:  # printed before the REST and gRPC lines
+                self.metrics_url = line.rsplit(" ", 1)[1].strip()
             if "REST listening on" in line:  # printed before the gRPC line
                 self.rest_url = line.rsplit(" ", 1)[1].strip()
             if "gRPC listening on" in line:
