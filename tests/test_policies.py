@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from services import call_context, encrypt_for_import, new_tenant
@@ -50,8 +51,8 @@ pytest_plugins = ("services_fixtures",)
 CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/acct:feddecaf-0000-0000-0000-1234567890ab::bucket"
 
 
-def create(services: Services, ctx: CallContext, name: str = "key", **spec: object) -> Key:
-    return services.keys.create(ctx, KeySpec(name=name, **spec))  # type: ignore[arg-type]
+def create(services: Services, ctx: CallContext, name: str = "key", **spec: Any) -> Key:
+    return services.keys.create(ctx, KeySpec(name=name, **spec))
 
 
 def raises(error: type[HsmBridgeError], reason: Reason, target: str | None = None) -> pytest.RaisesExc:
@@ -213,7 +214,7 @@ def test_a_policy_write_losing_a_race_rereads_and_keeps_the_other_change(
     key = create(services, ctx)
     services.key_rings.create(ctx, "elsewhere")
     real_get = services.keys.get
-    calls = []
+    calls: list[str] = []
 
     def racing_get(c: CallContext, ref: str) -> Key:
         found = real_get(c, ref)
@@ -363,7 +364,7 @@ def test_instance_policies_store_all_or_nothing_and_keep_their_creation(
         services.instance_policies.put(
             bob, [InstancePolicySetting(METRICS, True), InstancePolicySetting(METRICS, False)]
         )
-    assert [p.policy_type for p in services.instance_policies.list(ctx)] == [DUAL_AUTH_DELETE]
+    assert [p.policy_type for p in services.instance_policies.policies(ctx)] == [DUAL_AUTH_DELETE]
 
     listed = services.instance_policies.put(
         bob,
@@ -373,11 +374,11 @@ def test_instance_policies_store_all_or_nothing_and_keep_their_creation(
         ],
     )
     assert [p.policy_type for p in listed] == [DUAL_AUTH_DELETE, ROTATION]
-    dual = services.instance_policies.list(ctx, DUAL_AUTH_DELETE)[0]
+    dual = services.instance_policies.policies(ctx, DUAL_AUTH_DELETE)[0]
     assert (dual.data, dual.created_by, dual.created_at) == ({"enabled": False}, ctx.actor, t0)
     assert (dual.updated_by, dual.updated_at) == (bob.actor, clock.now())
-    assert services.instance_policies.list(ctx, METRICS) == []
-    assert services.instance_policies.list(other_tenant) == []
+    assert services.instance_policies.policies(ctx, METRICS) == []
+    assert services.instance_policies.policies(other_tenant) == []
 
 
 def test_the_allowed_ip_port_exists_only_while_an_allowed_ip_policy_is_enabled(
@@ -394,7 +395,7 @@ def test_the_allowed_ip_port_exists_only_while_an_allowed_ip_policy_is_enabled(
 # --- instance policies: effects on new keys ---------------------------------------------------------
 
 
-KINDS: dict[str, dict[str, object]] = {
+KINDS: dict[str, dict[str, Any]] = {
     "create_root_key": {},
     "create_standard_key": {"extractable": True},
     "import_root_key": {"payload": b"\x01" * 32},

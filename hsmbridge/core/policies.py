@@ -389,7 +389,7 @@ class InstancePolicyService:
         self._clock = clock
         self.private_endpoint_port = private_endpoint_port
 
-    def list(self, ctx: CallContext, policy_type: str | None = None) -> list[InstancePolicy]:
+    def policies(self, ctx: CallContext, policy_type: str | None = None) -> list[InstancePolicy]:
         """The tenant's policies in `INSTANCE_POLICY_TYPES` order, optionally one type only."""
         found = {p.policy_type: p for p in self._store.get_instance_policies(ctx.tenant)}
         wanted: Iterable[str] = INSTANCE_POLICY_TYPES if policy_type is None else (policy_type,)
@@ -412,7 +412,7 @@ class InstancePolicyService:
             tx.ensure_tenant(ctx.tenant, now)
             for policy in stored:
                 tx.put_instance_policy(ctx.tenant, policy)
-        return self.list(ctx)
+        return self.policies(ctx)
 
     def _enabled(self, policies: Iterable[InstancePolicy], policy_type: str) -> InstancePolicy | None:
         for policy in policies:

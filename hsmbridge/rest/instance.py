@@ -165,7 +165,7 @@ async def put_instance_policies(request: Request) -> Response:
 async def get_instance_policies(request: Request) -> Response:
     ctx = call_context(request)
     only = policy_param(request, INSTANCE_POLICY_TYPES)
-    policies = _service(request).list(ctx, only)
+    policies = _service(request).policies(ctx, only)
     return json(request, collection(CollectionType.POLICY, [render_instance_policy(p) for p in policies]))
 
 
