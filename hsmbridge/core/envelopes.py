@@ -62,6 +62,7 @@ class EnvelopeService:
         plaintext: bytes | bytearray,
         aad: Sequence[str],
     ) -> bytes:
+        ctx.used(key.id, version.id)
         ad = associated_data(tenant=ctx.tenant, key_id=key.id, key_version_id=version.id, aad=aad)
         iv, ciphertext = self._backend.gcm_encrypt(KeyRef(version.id, version.wrapped), plaintext, ad)
         return Envelope(version.id, iv, ciphertext).to_bytes()
@@ -73,6 +74,7 @@ class EnvelopeService:
         version = self._keys.version(ctx, envelope.key_version_id)
         if version is None or version.key_id != key.id:
             raise IntegrityError("ciphertext is not valid for this key")
+        ctx.used(key.id, version.id)
         ad = associated_data(tenant=ctx.tenant, key_id=key.id, key_version_id=version.id, aad=aad)
         plaintext = self._backend.gcm_decrypt(
             KeyRef(version.id, version.wrapped), envelope.iv, envelope.ciphertext, ad

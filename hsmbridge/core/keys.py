@@ -162,6 +162,7 @@ class KeyService:
             key = self._store.get_key_by_alias(ctx.tenant, key_id_or_alias)
         if key is None:
             raise NotFound("Key does not exist", reason=Reason.KEY_NOT_FOUND)
+        ctx.used(key.id)
         if lifecycle.apply_expiry(key, self._clock.now()):
             try:
                 with self._store.transaction() as tx:
@@ -177,6 +178,7 @@ class KeyService:
         """
         key = self._use_cache.get(ctx.tenant, key_id_or_alias)
         if key is not None and lifecycle.effective_state(key, self._clock.now()) is key.state:
+            ctx.used(key.id)
             return key
         key = self.get(ctx, key_id_or_alias)
         self._use_cache.put(ctx.tenant, key_id_or_alias, key)

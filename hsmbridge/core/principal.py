@@ -7,6 +7,7 @@ carry, and every store lookup is scoped by `ctx.tenant`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hsmbridge.errors import InvalidInput, Reason
@@ -26,6 +27,9 @@ class CallContext:
     principal: Principal
     tenant: str
     correlation_id: str | None = None
+    #: told which key (and version) the call used, so the transport's audit event can name them
+    #: without the core knowing anything about auditing
+    observer: Callable[[str, str | None], None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.tenant or len(self.tenant) > _MAX_TENANT or not self.tenant.isprintable():
@@ -38,3 +42,7 @@ class CallContext:
     @property
     def actor(self) -> str:
         return self.principal.id
+
+    def used(self, key_id: str, version_id: str | None = None) -> None:
+        if self.observer is not None:
+            self.observer(key_id, version_id)

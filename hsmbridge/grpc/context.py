@@ -1,8 +1,9 @@
-"""gRPC metadata → `CallContext`: the tenant/principal plumbing every RPC goes through.
+"""gRPC metadata → the caller: the tenant/principal plumbing every RPC goes through.
 
-Authentication is pluggable (`Authenticator`): the development authenticator below trusts the
-caller's `x-hsmbridge-principal` metadata and is only wired on loopback dev servers; the security
-layer replaces it with token/JWT/mTLS verification without touching a servicer.
+Authentication is pluggable (`Authenticator`: anything with `identify_context(context) ->
+Identity`): `security.authn.Authenticator` verifies bearer tokens, JWTs and mTLS client
+certificates; `security.dev.DevIdentities` is the development one (loopback only). Either way the
+RPC then passes the security gate (see `errors.mapped`).
 """
 
 from __future__ import annotations
@@ -12,28 +13,31 @@ from typing import Protocol
 
 import grpc
 
-from hsmbridge.core.principal import ANONYMOUS_DEV_PRINCIPAL, CallContext, Principal
-from hsmbridge.errors import InvalidInput, Reason
+from hsmbridge.core.principal import CallContext
+from hsmbridge.errors import InternalError, InvalidInput, Reason
+from hsmbridge.security.gate import current_call
+from hsmbridge.security.principals import Identity
 
 TENANT_KEYS = ("x-hsmbridge-tenant", "bluemix-instance")
-PRINCIPAL_KEY = "x-hsmbridge-principal"
 CORRELATION_KEY = "correlation-id"
 
 
 class Authenticator(Protocol):
-    def authenticate(self, metadata: Mapping[str, str], peer: str) -> Principal: ...
+    def identify_context(self, context: grpc.aio.ServicerContext) -> Identity: ...
 
 
-class DevAuthenticator:
-    """Trusts the caller. Only for development servers bound to loopback."""
+def DevAuthenticator() -> Authenticator:
+    """Development: trusts the caller's `x-hsmbridge-principal` metadata, every right."""
+    from hsmbridge.security.dev import DevIdentities
 
-    def authenticate(self, metadata: Mapping[str, str], peer: str) -> Principal:
-        return Principal(metadata.get(PRINCIPAL_KEY) or ANONYMOUS_DEV_PRINCIPAL)
+    return DevIdentities()
 
 
-def call_context(context: grpc.aio.ServicerContext, authenticator: Authenticator) -> CallContext:
-    metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-    principal = authenticator.authenticate(metadata, context.peer())
+def metadata_of(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k.lower(): v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+
+
+def tenant_of(metadata: Mapping[str, str]) -> str:
     tenant = next((metadata[k] for k in TENANT_KEYS if metadata.get(k)), None)
     if tenant is None:
         raise InvalidInput(
@@ -41,4 +45,12 @@ def call_context(context: grpc.aio.ServicerContext, authenticator: Authenticator
             reason=Reason.MISSING_FIELD,
             target="x-hsmbridge-tenant",
         )
-    return CallContext(principal, tenant, metadata.get(CORRELATION_KEY))
+    return tenant
+
+
+def call_context() -> CallContext:
+    """The admitted caller of the RPC in progress (set by the gate in `errors.mapped`)."""
+    record = current_call()
+    if record is None or record.instance is None:
+        raise InternalError("RPC ran outside the security gate")
+    return CallContext(record.principal, record.instance, record.correlation_id, observer=record.key)

@@ -9,13 +9,18 @@ import grpc
 
 from hsmbridge.core.backend import wipe
 from hsmbridge.core.envelopes import RewrapOutcome, UnwrapItem, UnwrapOutcome, WrapItem, WrapOutcome
+from hsmbridge.core.principal import CallContext
 from hsmbridge.errors import HsmBridgeError, InvalidInput, Reason
 from hsmbridge.grpc.base import ServicerBase
-from hsmbridge.grpc.errors import OK_STATUS, mapped, status_proto, to_status
+from hsmbridge.grpc.context import CORRELATION_KEY, metadata_of, tenant_of
+from hsmbridge.grpc.errors import OK_STATUS, batch_cost, mapped, status_proto, to_status
+from hsmbridge.security.authz import rpc_action
 from hsmbridge.v1 import crypto_pb2, crypto_pb2_grpc
 
 
 class CryptoServicer(ServicerBase, crypto_pb2_grpc.CryptoServiceServicer):
+    SERVICE = "hsmbridge.v1.CryptoService"
+
     @mapped
     async def Wrap(
         self, request: crypto_pb2.WrapRequest, context: grpc.aio.ServicerContext
@@ -156,36 +161,60 @@ class BatchCryptoServicer(CryptoServicer):
         requests: AsyncIterator[crypto_pb2.CryptoStreamRequest],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[crypto_pb2.CryptoStreamResponse]:
+        """Admitted once for the stream; then every message is authorised, rate-limited (one
+        token per item) and audited as its own wrap/unwrap/rewrap."""
+        method = f"/{self.SERVICE}/CryptoStream"
+        metadata = metadata_of(context)
         try:
-            ctx = self.ctx(context)
+            with self.gate.call(
+                rpc_action(method),
+                lambda: self.authenticator.identify_context(context),
+                lambda: tenant_of(metadata),
+                transport="grpc",
+                client=context.peer(),
+                correlation_id=metadata.get(CORRELATION_KEY),
+            ) as record:
+                ctx = self.ctx(context)
+                async for request in requests:
+                    action = rpc_action(method, request)
+                    try:
+                        self.gate.admit_more(
+                            record,
+                            action,
+                            batch_cost(getattr(request, request.WhichOneof("batch") or "wrap")),
+                        )
+                        response = self._stream_batch(ctx, request)
+                    except HsmBridgeError as error:
+                        self.gate.audit_more(record, action, error)
+                        raise
+                    self.gate.audit_more(record, action)
+                    yield response
         except HsmBridgeError as error:
             await context.abort_with_status(to_status(error))
-            return
+
+    def _stream_batch(
+        self, ctx: CallContext, request: crypto_pb2.CryptoStreamRequest
+    ) -> crypto_pb2.CryptoStreamResponse:
         batches = self.services.batches
-        async for request in requests:
-            which = request.WhichOneof("batch")
-            response = crypto_pb2.CryptoStreamResponse(sequence=request.sequence)
-            try:
-                if which == "wrap":
-                    _check_size(request.wrap.items)
-                    response.wrap.CopyFrom(wrap_batch_response(batches.wrap(ctx, _wrap_items(request.wrap))))
-                elif which == "unwrap":
-                    _check_size(request.unwrap.items)
-                    response.unwrap.CopyFrom(
-                        unwrap_batch_response(batches.unwrap(ctx, _unwrap_items(request.unwrap)))
-                    )
-                elif which == "rewrap":
-                    _check_size(request.rewrap.items)
-                    response.rewrap.CopyFrom(
-                        rewrap_batch_response(batches.rewrap(ctx, _unwrap_items(request.rewrap)))
-                    )
-                else:
-                    raise InvalidInput(
-                        "a stream message needs a wrap, unwrap or rewrap batch",
-                        reason=Reason.MISSING_FIELD,
-                        target="batch",
-                    )
-            except HsmBridgeError as error:
-                await context.abort_with_status(to_status(error))
-                return
-            yield response
+        which = request.WhichOneof("batch")
+        response = crypto_pb2.CryptoStreamResponse(sequence=request.sequence)
+        if which == "wrap":
+            _check_size(request.wrap.items)
+            response.wrap.CopyFrom(wrap_batch_response(batches.wrap(ctx, _wrap_items(request.wrap))))
+        elif which == "unwrap":
+            _check_size(request.unwrap.items)
+            response.unwrap.CopyFrom(
+                unwrap_batch_response(batches.unwrap(ctx, _unwrap_items(request.unwrap)))
+            )
+        elif which == "rewrap":
+            _check_size(request.rewrap.items)
+            response.rewrap.CopyFrom(
+                rewrap_batch_response(batches.rewrap(ctx, _unwrap_items(request.rewrap)))
+            )
+        else:
+            raise InvalidInput(
+                "a stream message needs a wrap, unwrap or rewrap batch",
+                reason=Reason.MISSING_FIELD,
+                target="batch",
+            )
+        return response

@@ -71,14 +71,35 @@ def to_status(error: e.HsmBridgeError) -> grpc.Status:
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
 
+def batch_cost(request: Any) -> float:
+    """A batch counts one rate-limit token per item."""
+    items = getattr(request, "items", None)
+    return float(len(items)) if items is not None and len(items) > 0 else 1.0
+
+
 def mapped(handler: H) -> H:
-    """Run an async handler; turn domain errors into their status and anything else into INTERNAL
-    without leaking its text (it might come from a library that printed a buffer)."""
+    """Run an async unary handler inside the security gate (authenticate, authorise the RPC's IAM
+    action for the tenant, rate-limit, audit once), and turn domain errors into their status and
+    anything else into INTERNAL without leaking its text (it might come from a library that
+    printed a buffer)."""
 
     @functools.wraps(handler)
     async def run(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        from hsmbridge.grpc.context import CORRELATION_KEY, metadata_of, tenant_of
+        from hsmbridge.security.authz import rpc_action
+
         try:
-            return await handler(self, request, context)
+            metadata = metadata_of(context)
+            with self.gate.call(
+                rpc_action(f"/{self.SERVICE}/{handler.__name__}", request),
+                lambda: self.authenticator.identify_context(context),
+                lambda: tenant_of(metadata),
+                transport="grpc",
+                client=context.peer(),
+                correlation_id=metadata.get(CORRELATION_KEY),
+                cost=batch_cost(request),
+            ):
+                return await handler(self, request, context)
         except e.HsmBridgeError as error:
             await context.abort_with_status(to_status(error))
         except grpc.aio.AbortError:

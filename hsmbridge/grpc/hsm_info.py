@@ -11,6 +11,8 @@ from hsmbridge.v1 import hsm_pb2, hsm_pb2_grpc
 
 
 class HsmServicer(ServicerBase, hsm_pb2_grpc.HsmServiceServicer):
+    SERVICE = "hsmbridge.v1.HsmService"
+
     @mapped
     async def GetHsmInfo(
         self, request: hsm_pb2.GetHsmInfoRequest, context: grpc.aio.ServicerContext

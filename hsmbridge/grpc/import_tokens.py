@@ -14,6 +14,8 @@ from hsmbridge.v1 import import_tokens_pb2, import_tokens_pb2_grpc
 
 
 class ImportTokenServicer(ServicerBase, import_tokens_pb2_grpc.ImportTokenServiceServicer):
+    SERVICE = "hsmbridge.v1.ImportTokenService"
+
     @mapped
     async def CreateImportToken(
         self, request: import_tokens_pb2.CreateImportTokenRequest, context: grpc.aio.ServicerContext

@@ -33,6 +33,8 @@ def _spec(request: keys_pb2.CreateKeyRequest, **material: object) -> KeySpec:
 
 
 class KeyServicer(ServicerBase, keys_pb2_grpc.KeyServiceServicer):
+    SERVICE = "hsmbridge.v1.KeyService"
+
     def _key(self, ctx: CallContext, key: Key) -> keys_pb2.Key:
         return convert.key(key, self.services.keys.version(ctx, key.current_version_id))
 

@@ -16,6 +16,7 @@ from hsmbridge.grpc.gateway import RestGatewayServicer
 from hsmbridge.grpc.hsm_info import HsmServicer
 from hsmbridge.grpc.import_tokens import ImportTokenServicer
 from hsmbridge.grpc.keys import KeyServicer
+from hsmbridge.security.gate import SecurityGate
 from hsmbridge.v1 import (
     crypto_pb2,
     crypto_pb2_grpc,
@@ -42,20 +43,25 @@ def build_server(
     authenticator: Authenticator,
     rest_app: Any = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    gate: SecurityGate | None = None,
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """`rest_app`: the Key Protect facade, also reachable through `RestGateway` for a standalone
-    REST server (hsmbridge.rest.gateway_proxy) in front of this daemon."""
+    REST server (hsmbridge.rest.gateway_proxy) in front of this daemon; its requests are
+    authenticated and audited inside the facade. `gate`: the process's security gate, shared
+    with REST (one rate limiter and one audit log per process)."""
     server = grpc.aio.server(options=[("grpc.so_reuseport", 1)], interceptors=list(interceptors))
     names = list(SERVICE_NAMES)
     if rest_app is not None:
         gateway_pb2_grpc.add_RestGatewayServicer_to_server(RestGatewayServicer(rest_app), server)
         names.append(gateway_pb2.DESCRIPTOR.services_by_name["RestGateway"].full_name)
-    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(services, authenticator), server)
-    crypto_pb2_grpc.add_CryptoServiceServicer_to_server(BatchCryptoServicer(services, authenticator), server)
-    import_tokens_pb2_grpc.add_ImportTokenServiceServicer_to_server(
-        ImportTokenServicer(services, authenticator), server
+    keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(services, authenticator, gate), server)
+    crypto_pb2_grpc.add_CryptoServiceServicer_to_server(
+        BatchCryptoServicer(services, authenticator, gate), server
     )
-    hsm_pb2_grpc.add_HsmServiceServicer_to_server(HsmServicer(services, authenticator), server)
+    import_tokens_pb2_grpc.add_ImportTokenServiceServicer_to_server(
+        ImportTokenServicer(services, authenticator, gate), server
+    )
+    hsm_pb2_grpc.add_HsmServiceServicer_to_server(HsmServicer(services, authenticator, gate), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -27,7 +27,7 @@ from hsmbridge.core.backend import wipe
 from hsmbridge.core.principal import CallContext
 from hsmbridge.rest import keys as key_routes
 from hsmbridge.rest.bodies import b64decode_field, b64encode, get_field, read_json, require_object
-from hsmbridge.rest.context import call_context, empty, endpoint, error_response, json
+from hsmbridge.rest.context import call_context, empty, endpoint, json
 from hsmbridge.rest.errors import Operation, Operations, invalid_field, invalid_param, missing_field
 
 router = APIRouter(tags=["Key actions"])
@@ -243,22 +243,23 @@ _route(
 # --- E6, the deprecated dispatcher --------------------------------------------------------------------------
 
 
+def _e6_operation(request: Request) -> Operation:
+    entry = ACTIONS.get(request.query_params.get("action") or "")
+    return entry[1] if entry is not None else Operations.KEY_ACTION
+
+
 @router.post(
     "/api/v2/keys/{id}",
     summary="Invoke an action on a key (E6, deprecated)",
     description="`?action=` one of " + ", ".join(ACTIONS) + "; as the per-action endpoints.",
     deprecated=True,
 )
+@endpoint(Operations.KEY_ACTION, operation_for=_e6_operation)
 async def key_action(request: Request, id: str) -> Response:
     raw = request.query_params.get("action") or ""
     entry = ACTIONS.get(raw)
-    operation = entry[1] if entry is not None else Operations.KEY_ACTION
-    try:
-        ctx = call_context(request)
-        if entry is None:
-            if not raw:
-                raise missing_field("action", target_type="param")
-            raise invalid_param("action", f"one of [{', '.join(ACTIONS)}]")
-        return await entry[0](request, ctx, id, await read_json(request))
-    except Exception as exc:
-        return error_response(request, exc, operation)
+    if entry is None:
+        if not raw:
+            raise missing_field("action", target_type="param")
+        raise invalid_param("action", f"one of [{', '.join(ACTIONS)}]")
+    return await entry[0](request, call_context(request), id, await read_json(request))

@@ -1,16 +1,16 @@
 """What every REST handler needs: the services, the caller, and one way to answer.
 
 Handlers are written as `async def handler(request) -> Response` and decorated with
-`@endpoint(Operations.X)`: the decorator builds nothing but the error path — any exception becomes
-Key Protect's error body via `errors.to_http_error` (the one mapping), and every response echoes
-`correlation-id`. Handlers never build error bodies themselves.
+`@endpoint(Operations.X)`. The decorator runs the handler inside the security gate (authenticate,
+scope to the instance, authorise the Key Protect IAM action of the route, rate-limit, and emit
+exactly one audit event), and turns any exception into Key Protect's error body via
+`errors.to_http_error` (the one mapping). Every response echoes `correlation-id`; a 429 carries
+`Retry-After`. Handlers never build error bodies themselves.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,42 +19,27 @@ from typing import Any, Protocol
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from hsmbridge.core.principal import CallContext, Principal
+from hsmbridge.core.principal import CallContext
 from hsmbridge.core.services import Services
-from hsmbridge.errors import Unauthenticated
+from hsmbridge.errors import InternalError, ResourceExhausted
 from hsmbridge.rest import headers
 from hsmbridge.rest.errors import Operation, to_http_error
 from hsmbridge.rest.representation import RenderContext
+from hsmbridge.security.authz import Authorizer, AuthzConfig, rest_action
+from hsmbridge.security.gate import SecurityGate, current_call
+from hsmbridge.security.principals import Identity
 
 log = logging.getLogger(__name__)
 
 
 class RestAuthenticator(Protocol):
-    def authenticate(self, authorization: str | None) -> Principal: ...
+    def identify_rest(self, authorization: str | None) -> Identity: ...
 
 
-@dataclass
-class StaticTokenAuthenticator:
-    """Bearer tokens from a table {token: principal id}; tokens are kept only as SHA-256 digests
-    and compared in constant time. The development server uses it with its printed dev token."""
-
-    tokens: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._digests = {hashlib.sha256(t.encode()).digest(): p for t, p in self.tokens.items()}
-        self.tokens = {}
-
-    def authenticate(self, authorization: str | None) -> Principal:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise Unauthenticated("Unauthorized: The user does not have access to the specified resource.")
-        digest = hashlib.sha256(authorization[7:].strip().encode()).digest()
-        match = None
-        for known, principal in self._digests.items():
-            if hmac.compare_digest(known, digest):
-                match = principal
-        if match is None:
-            raise Unauthenticated("Unauthorized: The user does not have access to the specified resource.")
-        return Principal(match)
+def open_gate() -> SecurityGate:
+    """Authorisation with the default role table, no rate limit, no audit sink: for tests and
+    embedding; the daemon builds its gate from `[security]`."""
+    return SecurityGate(Authorizer(AuthzConfig()))
 
 
 @dataclass
@@ -62,6 +47,7 @@ class RestState:
     services: Services
     authenticator: RestAuthenticator
     render: RenderContext
+    gate: SecurityGate = field(default_factory=open_gate)
 
 
 def state(request: Request) -> RestState:
@@ -69,12 +55,11 @@ def state(request: Request) -> RestState:
 
 
 def call_context(request: Request) -> CallContext:
-    """Authenticate first (401 beats 400 for a missing instance), then scope to the instance."""
-    st = state(request)
-    principal = st.authenticator.authenticate(headers.get_header(request.headers, "authorization"))
-    return CallContext(
-        principal, headers.require_instance(request.headers), headers.correlation_id(request.headers)
-    )
+    """The admitted caller of this request (set by `endpoint`'s gate)."""
+    record = current_call()
+    if record is None or record.instance is None:
+        raise InternalError("REST handler ran outside the security gate")
+    return CallContext(record.principal, record.instance, record.correlation_id, observer=record.key)
 
 
 def json(
@@ -97,23 +82,52 @@ def error_response(request: Request, exc: BaseException, operation: Operation) -
     error = to_http_error(exc, operation)
     if error.status >= 500:
         log.error("%s failed: %s", operation.failure, type(exc).__name__)
-    return JSONResponse(
-        error.body, status_code=error.status, headers=headers.response_headers(request.headers)
-    )
+    extra = headers.response_headers(request.headers)
+    if isinstance(exc, ResourceExhausted) and "retry_after" in exc.metadata:
+        extra["Retry-After"] = exc.metadata["retry_after"]
+    return JSONResponse(error.body, status_code=error.status, headers=extra)
 
 
 Handler = Callable[..., Awaitable[Response]]
 
 
-def endpoint(operation: Operation) -> Callable[[Handler], Handler]:
+def endpoint(
+    operation: Operation, *, operation_for: Callable[[Request], Operation] | None = None
+) -> Callable[[Handler], Handler]:
+    """`operation_for` picks the error wording per request (E6 words errors after its action)."""
+
     def decorate(handler: Handler) -> Handler:
         @functools.wraps(handler)
         async def run(request: Request, *args: Any, **kwargs: Any) -> Response:
+            op = operation_for(request) if operation_for is not None else operation
             try:
-                return await handler(request, *args, **kwargs)
+                st = state(request)
+                authorization = headers.get_header(request.headers, "authorization")
+                action = rest_action(request.method, request.url.path, request.query_params.get("action"))
+                if action is None:  # E6 with an unknown ?action=: credentials first, then its 400
+                    st.authenticator.identify_rest(authorization)
+                    return await handler(request, *args, **kwargs)
+                client = f"{request.client.host}:{request.client.port}" if request.client else None
+                with st.gate.call(
+                    action,
+                    lambda: st.authenticator.identify_rest(authorization),
+                    lambda: headers.require_instance(request.headers),
+                    transport="rest",
+                    client=client,
+                    correlation_id=headers.correlation_id(request.headers),
+                ):
+                    return await handler(request, *args, **kwargs)
             except Exception as exc:
-                return error_response(request, exc, operation)
+                return error_response(request, exc, op)
 
         return run
 
     return decorate
+
+
+def StaticTokenAuthenticator(tokens: Mapping[str, str]) -> RestAuthenticator:
+    """Development bearer tokens {token: principal}, each with every right (see security/dev.py).
+    Production authenticators come from `[security]` (security/config.py)."""
+    from hsmbridge.security.dev import DevIdentities
+
+    return DevIdentities(tokens, trust_principal_metadata=False)
