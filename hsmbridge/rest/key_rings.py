@@ -54,7 +54,11 @@ def render_key_ring(ring: KeyRing) -> dict[str, Any]:
     return out
 
 
-@router.get("/api/v2/key_rings")
+@router.get(
+    "/api/v2/key_rings",
+    summary="List key rings (E39)",
+    description="`default` first. Query `limit` (0 means 100), `offset`, `totalCount`.",
+)
 @endpoint(Operations.LIST_KEY_RINGS)
 async def list_key_rings(request: Request) -> Response:
     ctx = call_context(request)
@@ -68,7 +72,12 @@ async def list_key_rings(request: Request) -> Response:
     return json(request, body)
 
 
-@router.post("/api/v2/key_rings/{ring_id}")
+@router.post(
+    "/api/v2/key_rings/{ring_id}",
+    summary="Create a key ring (E40)",
+    description="201 when created, 204 when it already exists; never a body.",
+    status_code=201,
+)
 @endpoint(Operations.CREATE_KEY_RING)
 async def create_key_ring(request: Request, ring_id: str) -> Response:
     ctx = call_context(request)
@@ -76,7 +85,12 @@ async def create_key_ring(request: Request, ring_id: str) -> Response:
     return empty(request, 201 if created else 204)
 
 
-@router.delete("/api/v2/key_rings/{ring_id}")
+@router.delete(
+    "/api/v2/key_rings/{ring_id}",
+    summary="Delete a key ring (E41)",
+    description="204. Query `force`: deleted keys move to `default`.",
+    status_code=204,
+)
 @endpoint(Operations.DELETE_KEY_RING)
 async def delete_key_ring(request: Request, ring_id: str) -> Response:
     ctx = call_context(request)
