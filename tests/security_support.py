@@ -47,7 +47,7 @@ from hsmbridge.grpc.server import build_server, mark_serving
 from hsmbridge.rest.representation import RenderContext
 from hsmbridge.security.audit import AuditLog, MemorySink
 from hsmbridge.security.authn import Authenticator
-from hsmbridge.security.authz import ActionClass, Authorizer
+from hsmbridge.security.authz import ActionClass, Authorizer, AuthzConfig
 from hsmbridge.security.gate import SecurityGate
 from hsmbridge.security.principals import Role
 from hsmbridge.security.ratelimit import BucketConfig, RateLimiter
@@ -180,6 +180,7 @@ def make_stack(
     *,
     authenticator: Any = None,
     limits: Mapping[ActionClass, BucketConfig] | None = None,
+    authz: AuthzConfig | None = None,
 ) -> Stack:
     services = build_services(backend)
     # Import keypairs of IMPORT_KEY_BITS unless the caller asks for a size (gRPC can).
@@ -189,7 +190,7 @@ def make_stack(
     sink = MemorySink()
     clock = ManualClock()
     limiter = RateLimiter(limits, clock=clock) if limits is not None else None
-    gate = SecurityGate(Authorizer(), AuditLog(sink), limiter)
+    gate = SecurityGate(Authorizer(authz), AuditLog(sink), limiter)
     return Stack(services, authenticator or static_authenticator(), gate, sink, clock)
 
 
