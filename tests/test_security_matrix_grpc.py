@@ -1,30 +1,29 @@
 """The role × action matrix over every RPC, through the real gRPC server (`build_server`) on
 127.0.0.1, the production authenticator and gate, over SoftHSM2.
 
-Cases are driven by `security.authz.RPC_ACTIONS` (SetKeyState once per target state, CryptoStream
-once per message kind), so an RPC added without a case here fails the suite. For each case and
-each role of instance A: denied ⇒ PERMISSION_DENIED (ErrorInfo reason PERMISSION_DENIED, one
-audit event, the key untouched); allowed ⇒ the RPC's own outcome, never PERMISSION_DENIED,
-UNAUTHENTICATED, INTERNAL or UNKNOWN. Missing or bad credentials ⇒ UNAUTHENTICATED on every RPC;
-health checking and reflection need none. Each CryptoStream message is authorised on its own.
+Cases are driven by `security.authz.RPC_ACTIONS` (SetKeyState once per target state,
+CryptoStream once per message kind; the requests are in `security_cases`), so an RPC added
+without a case fails the suite. For each case and each role of instance A: denied ⇒
+PERMISSION_DENIED (ErrorInfo reason PERMISSION_DENIED, one audit event, the instance untouched);
+allowed ⇒ the RPC's own outcome, never PERMISSION_DENIED, UNAUTHENTICATED, INTERNAL or UNKNOWN.
+Missing or bad credentials ⇒ UNAUTHENTICATED on every RPC; health checking and reflection need
+none. Each CryptoStream message is authorised on its own.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from security_cases import NEVER_FROM_ALLOWED, RPC_CASES, RpcCase, allowed, prepare_rpc
 from security_support import (
     CALLERS,
     INSTANCE_A,
     ROLE_CALLERS,
-    Caller,
     GrpcServer,
     Stack,
     Stubs,
@@ -34,152 +33,18 @@ from security_support import (
 )
 from services import close_services
 
-from hsmbridge.security.authz import ACTIONS, RPC_ACTIONS, Action, AuthzConfig, rpc_action
-from hsmbridge.v1 import crypto_pb2, hsm_pb2, import_tokens_pb2, keys_pb2
+from hsmbridge.security.authz import ACTIONS, RPC_ACTIONS, AuthzConfig
+from hsmbridge.v1 import crypto_pb2
 
 pytest_plugins = ("security_fixtures",)
 pytestmark = pytest.mark.softhsm
 
-SERVICE = "/hsmbridge.v1."
-
-
-@dataclass(frozen=True)
-class Case:
-    method: str  # full gRPC method name
-    variant: str
-    #: (stubs, key id, ciphertext of that key) → invoke the RPC with the given metadata
-    build: Callable[[str, bytes], Any]
-
-    @property
-    def id(self) -> str:
-        return self.method.removeprefix(SERVICE) + (f"[{self.variant}]" if self.variant else "")
-
-    @property
-    def name(self) -> str:
-        return self.method.rsplit("/", 1)[1]
-
-    @property
-    def stub_attr(self) -> str:
-        return {
-            "KeyService": "keys",
-            "CryptoService": "crypto",
-            "ImportTokenService": "tokens",
-            "HsmService": "hsm",
-        }[self.method.removeprefix(SERVICE).split("/")[0]]
-
-    @property
-    def streaming(self) -> bool:
-        return self.name == "CryptoStream"
-
-    @property
-    def action(self) -> Action:
-        request = self.build("k", b"c")
-        if self.streaming:
-            request = next(iter(request))
-        return rpc_action(self.method, request)
-
-    def call(self, stubs: Stubs, key_id: str, ciphertext: bytes, metadata: Any) -> Any:
-        rpc = getattr(getattr(stubs, self.stub_attr), self.name)
-        request = self.build(key_id, ciphertext)
-        if self.streaming:
-            return list(rpc(request, metadata=metadata, timeout=30))
-        return rpc(request, metadata=metadata, timeout=30)
-
-
-def _stream(**batch: Any) -> Callable[[str, bytes], Iterator[crypto_pb2.CryptoStreamRequest]]:
-    def build(key_id: str, ciphertext: bytes) -> Iterator[crypto_pb2.CryptoStreamRequest]:
-        kind, make = next(iter(batch.items()))
-        return iter([crypto_pb2.CryptoStreamRequest(sequence=1, **{kind: make(key_id, ciphertext)})])
-
-    return build
-
-
-K = keys_pb2
 C = crypto_pb2
-#: Per RPC: the variants and their requests. Rotation and import use plain material; the import
-#: token RPC asks for a key size the server refuses (400 before an RSA keygen: the matrix proves
-#: authorisation, the audit-flow test creates real tokens).
-REQUESTS: dict[str, dict[str, Callable[[str, bytes], Any]]] = {
-    "KeyService/CreateKey": {"": lambda k, c: K.CreateKeyRequest(name="grpc-matrix")},
-    "KeyService/ImportKey": {
-        "": lambda k, c: K.ImportKeyRequest(
-            key=K.CreateKeyRequest(name="grpc-imported"), material=K.KeyMaterial(plaintext=os.urandom(32))
-        )
-    },
-    "KeyService/GetKey": {"": lambda k, c: K.GetKeyRequest(key_id=k)},
-    "KeyService/GetKeyPayload": {"": lambda k, c: K.GetKeyPayloadRequest(key_id=k)},
-    "KeyService/ListKeys": {"": lambda k, c: K.ListKeysRequest()},
-    "KeyService/RotateKey": {"": lambda k, c: K.RotateKeyRequest(key_id=k)},
-    "KeyService/SetKeyState": {
-        "disable": lambda k, c: K.SetKeyStateRequest(key_id=k, state=K.KEY_STATE_SUSPENDED),
-        "enable": lambda k, c: K.SetKeyStateRequest(key_id=k, state=K.KEY_STATE_ACTIVE),
-    },
-    "KeyService/DeleteKey": {"": lambda k, c: K.DeleteKeyRequest(key_id=k)},
-    "KeyService/ListKeyVersions": {"": lambda k, c: K.ListKeyVersionsRequest(key_id=k)},
-    "CryptoService/Wrap": {"": lambda k, c: C.WrapRequest(key_id=k)},
-    "CryptoService/Unwrap": {"": lambda k, c: C.UnwrapRequest(key_id=k, ciphertext=c)},
-    "CryptoService/Rewrap": {"": lambda k, c: C.RewrapRequest(key_id=k, ciphertext=c)},
-    "CryptoService/WrapBatch": {"": lambda k, c: C.WrapBatchRequest(key_id=k, items=[C.WrapRequest()])},
-    "CryptoService/UnwrapBatch": {
-        "": lambda k, c: C.UnwrapBatchRequest(key_id=k, items=[C.UnwrapRequest(ciphertext=c)])
-    },
-    "CryptoService/RewrapBatch": {
-        "": lambda k, c: C.RewrapBatchRequest(key_id=k, items=[C.RewrapRequest(ciphertext=c)])
-    },
-    "CryptoService/CryptoStream": {
-        "wrap": _stream(wrap=lambda k, c: C.WrapBatchRequest(key_id=k, items=[C.WrapRequest()])),
-        "unwrap": _stream(
-            unwrap=lambda k, c: C.UnwrapBatchRequest(key_id=k, items=[C.UnwrapRequest(ciphertext=c)])
-        ),
-        "rewrap": _stream(
-            rewrap=lambda k, c: C.RewrapBatchRequest(key_id=k, items=[C.RewrapRequest(ciphertext=c)])
-        ),
-    },
-    "ImportTokenService/CreateImportToken": {
-        "": lambda k, c: import_tokens_pb2.CreateImportTokenRequest(key_bits=1000)
-    },
-    "ImportTokenService/GetImportToken": {"": lambda k, c: import_tokens_pb2.GetImportTokenRequest()},
-    "HsmService/GetHsmInfo": {"": lambda k, c: hsm_pb2.GetHsmInfoRequest()},
-}
-
-
-def _cases() -> list[Case]:
-    cases = []
-    for method in RPC_ACTIONS:
-        variants = REQUESTS[method.removeprefix(SERVICE)]  # a KeyError here: a new RPC needs a case
-        cases.extend(Case(method, variant, build) for variant, build in variants.items())
-    return cases
-
-
-CASES = _cases()
-NEVER_FROM_ALLOWED = {
-    grpc.StatusCode.PERMISSION_DENIED,
-    grpc.StatusCode.UNAUTHENTICATED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
-}
-
-
-def allowed(caller: Caller, action: Action) -> bool:
-    """The expected decision, from the action's documented minimum role (not from `Authorizer`)."""
-    if action.key_purge:
-        return caller.key_purge
-    return action.min_role is not None and caller.top_role >= action.min_role
-
-
-def prepare(stack: Stack, case: Case | None = None) -> tuple[str, bytes]:
-    """A fresh key of instance A and a ciphertext of it. GetKeyPayload gets a standard key: a
-    root key's payload is refused by the core (with PERMISSION_DENIED, see the report) whatever
-    the caller's role, which would hide the authorisation decision under test."""
-    if case is not None and case.name == "GetKeyPayload":
-        return stack.new_key(name="grpc-matrix-standard", extractable=True).id, b""
-    key = stack.new_key(name="grpc-matrix-key")
-    return key.id, stack.services.envelopes.wrap(stack.ctx(), key.id, None).ciphertext
 
 
 def test_the_matrix_covers_every_rpc_with_its_action() -> None:
-    assert {c.method for c in CASES} == set(RPC_ACTIONS)
-    assert {c.id: c.action.name for c in CASES if c.variant} == {
+    assert {c.method for c in RPC_CASES} == set(RPC_ACTIONS)
+    assert {c.id: c.action.name for c in RPC_CASES if c.variant} == {
         "KeyService/SetKeyState[disable]": "kms.secrets.disable",
         "KeyService/SetKeyState[enable]": "kms.secrets.enable",
         "CryptoService/CryptoStream[wrap]": "kms.secrets.wrap",
@@ -189,10 +54,10 @@ def test_the_matrix_covers_every_rpc_with_its_action() -> None:
 
 
 @pytest.mark.parametrize("role", ROLE_CALLERS)
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_role_action_matrix(stubs: Stubs, stack: Stack, case: Case, role: str) -> None:
+@pytest.mark.parametrize("case", RPC_CASES, ids=[c.id for c in RPC_CASES])
+def test_role_action_matrix(stubs: Stubs, stack: Stack, case: RpcCase, role: str) -> None:
     caller = CALLERS[role]
-    key_id, ciphertext = prepare(stack, case)
+    key_id, ciphertext = prepare_rpc(stack, case)
     before = snapshot(stack)
     stack.take_events()
     metadata = caller.grpc(correlation_id=f"grpc-{case.id}-{role}")
@@ -232,9 +97,9 @@ BAD_METADATA: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_missing_or_bad_credentials_are_unauthenticated(stubs: Stubs, stack: Stack, case: Case) -> None:
-    key_id, ciphertext = prepare(stack, case)
+@pytest.mark.parametrize("case", RPC_CASES, ids=[c.id for c in RPC_CASES])
+def test_missing_or_bad_credentials_are_unauthenticated(stubs: Stubs, stack: Stack, case: RpcCase) -> None:
+    key_id, ciphertext = prepare_rpc(stack, case)
     before = snapshot(stack)
     stack.take_events()
     bad = {
@@ -274,7 +139,7 @@ def test_each_stream_message_is_authorised_on_its_own(hsm_backend: Any) -> None:
     channel = server.channel()
     try:
         stubs = Stubs(channel)
-        key_id, ciphertext = prepare(stack)
+        key_id, ciphertext = prepare_rpc(stack)
         reader = CALLERS["reader"].grpc()
 
         def messages() -> Iterator[crypto_pb2.CryptoStreamRequest]:

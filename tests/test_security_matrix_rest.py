@@ -1,9 +1,9 @@
 """The role × action matrix over every Key Protect REST endpoint, through the real FastAPI app,
 the production authenticator (static tokens) and gate, over SoftHSM2.
 
-The cases are driven by `security.authz.ENDPOINTS` (E6 once per ``?action=`` value), so a new
-endpoint without a request builder here fails the suite instead of going untested. For each case
-and each role of instance A:
+The cases are driven by `security.authz.ENDPOINTS` (E6 once per ``?action=`` value; the requests
+are in `security_cases`), so a new endpoint without a case fails the suite instead of going
+untested. For each case and each role of instance A:
 
 - allowed ⇒ the endpoint's own outcome (anything but 401/403, and no 5xx), audited under the
   action's event name;
@@ -17,191 +17,32 @@ authorisation counts principals by id.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
-
 import pytest
 from fastapi.testclient import TestClient
-from security_support import (
-    CALLERS,
-    ERROR_TYPE,
-    INSTANCE_A,
-    ROLE_CALLERS,
-    UNAUTHORIZED,
-    Caller,
-    Stack,
-    b64,
-    key_body,
-    snapshot,
-)
+from security_cases import REST_CASES, UNAUTHORIZED_BODY, RestCase, allowed, prepare_rest, send
+from security_support import CALLERS, INSTANCE_A, ROLE_CALLERS, Stack, key_body, snapshot
 
-from hsmbridge.security.authz import ACTIONS, DEPRECATED_KEY_ACTIONS, ENDPOINTS, Action, Endpoint, rest_action
+from hsmbridge.security.authz import ENDPOINTS, rest_action
 
 pytest_plugins = ("security_fixtures",)
 pytestmark = pytest.mark.softhsm
-
-CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/00000000000000000000000000000000:feddecaf::bucket"
-POLICY = "application/vnd.ibm.kms.policy+json"
-UNAUTHORIZED_BODY = {
-    "metadata": {"collectionType": ERROR_TYPE, "collectionTotal": 1},
-    "resources": [{"errorMsg": UNAUTHORIZED}],
-}
-
-
-def _collection(kind: str, *resources: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "metadata": {"collectionType": kind, "collectionTotal": len(resources)},
-        "resources": list(resources),
-    }
-
-
-def _registration() -> dict[str, Any]:
-    return _collection("application/vnd.ibm.kms.registration_input+json", {"preventKeyDeletion": False})
-
-
-#: Per spec endpoint: (query string, JSON body or None, needs a ciphertext of the key). The body
-#: is what a client would send; for E27 it is deliberately out of range (400 before an RSA keygen:
-#: the matrix proves authorisation, the audit-flow test creates real tokens).
-BODIES: dict[str, tuple[str, Any]] = {
-    "E1": ("", key_body("matrix-created")),
-    "E2": ("", None),
-    "E3": ("", None),
-    "E4": ("", key_body("matrix-overrides", dualAuthDelete={"enabled": False})),
-    "E5": ("", None),
-    "E6": ("", None),  # per ?action=, see ACTION_BODIES
-    "E7": ("", {"keyRingID": "default"}),
-    "E8": ("", None),
-    "E9": ("", None),
-    "E10": ("", None),
-    "E11": ("", None),
-    "E12": ("", None),
-    "E13": ("", {}),
-    "E14": ("", "CIPHERTEXT"),
-    "E15": ("", "CIPHERTEXT"),
-    "E16": ("", None),
-    "E17": ("", None),
-    "E18": ("", None),
-    "E19": ("", None),
-    "E20": ("", None),
-    "E21": ("", None),
-    "E22": ("", _collection(POLICY, {"type": POLICY, "rotation": {"enabled": True, "interval_month": 3}})),
-    "E23": ("", None),
-    "E24": ("", _collection(POLICY, {"policy_type": "dualAuthDelete", "policy_data": {"enabled": False}})),
-    "E25": ("", None),
-    "E26": ("", None),
-    "E27": ("", {"expiration": 1}),
-    "E28": ("", None),
-    "E29": ("", _registration()),
-    "E30": ("", _registration()),
-    "E31": ("", _registration()),
-    "E32": ("", None),
-    "E33": (
-        "?action=deactivate",
-        _collection("application/vnd.ibm.kms.crn+json", {"resourceCrn": CRN}),
-    ),
-    "E34": ("", None),
-    "E35": ("", None),
-    "E36": (
-        "",
-        _collection(
-            "application/vnd.ibm.kms.event_acknowledge+json",
-            {
-                "eventId": "f2bd5ba6-0000-4000-8000-000000000001",
-                "adopterKeyState": "DEK_ENABLED",
-                "timestamp": "2026-01-01T00:00:00Z",
-            },
-        ),
-    ),
-    "E37": ("", None),
-    "E38": ("", None),
-    "E39": ("", None),
-    "E40": ("", None),
-    "E41": ("", None),
-}
-ACTION_BODIES: dict[str, Any] = {"wrap": {}, "unwrap": "CIPHERTEXT", "rewrap": "CIPHERTEXT"}
-
-
-@dataclass(frozen=True)
-class Case:
-    endpoint: Endpoint
-    action: Action
-    query: str
-    body: Any
-
-    @property
-    def id(self) -> str:
-        return f"{self.endpoint.number}{self.query}"
-
-    @property
-    def needs_key(self) -> bool:
-        return "{id}" in self.endpoint.path
-
-    def path(self, key_id: str | None) -> str:
-        path = self.endpoint.path
-        for name, value in (
-            ("{id}", key_id or ""),
-            ("{crn:path}", quote(CRN, safe="")),
-            ("{alias}", "matrix-alias"),
-            ("{key_ring_id}", "matrix-ring"),
-        ):
-            path = path.replace(name, value)
-        return path + self.query
-
-
-def _cases() -> list[Case]:
-    cases = []
-    for endpoint in ENDPOINTS:
-        query, body = BODIES[endpoint.number]  # a KeyError here: a new endpoint needs a case
-        if endpoint.action is None:
-            for value, name in DEPRECATED_KEY_ACTIONS.items():
-                cases.append(Case(endpoint, ACTIONS[name], f"?action={value}", ACTION_BODIES.get(value)))
-        else:
-            cases.append(Case(endpoint, ACTIONS[endpoint.action], query, body))
-    return cases
-
-
-CASES = _cases()
-
-
-def allowed(caller: Caller, action: Action) -> bool:
-    """The expected decision, from the action's documented minimum role (not from `Authorizer`)."""
-    if action.key_purge:
-        return caller.key_purge
-    return action.min_role is not None and caller.top_role >= action.min_role
-
-
-def prepare(stack: Stack, case: Case) -> tuple[str, Any]:
-    """The concrete path and body of a case: a fresh key of instance A for key endpoints (and a
-    real ciphertext of it where the body needs one)."""
-    if not case.needs_key:
-        return case.path(None), case.body
-    key = stack.new_key()
-    body = case.body
-    if body == "CIPHERTEXT":
-        body = {"ciphertext": b64(stack.services.envelopes.wrap(stack.ctx(), key.id, None).ciphertext)}
-    return case.path(key.id), body
-
-
-def send(rest: TestClient, case: Case, path: str, body: Any, headers: dict[str, str]) -> Any:
-    return rest.request(case.endpoint.method, path, json=body, headers=headers)
 
 
 def test_every_case_resolves_to_its_action() -> None:
     """The matrix addresses the route it means: `rest_action` of each concrete request is the
     action the case expects (and every spec endpoint is in the matrix)."""
-    assert {c.endpoint.number for c in CASES} == {e.number for e in ENDPOINTS}
-    for case in CASES:
+    assert {c.endpoint.number for c in REST_CASES} == {e.number for e in ENDPOINTS}
+    for case in REST_CASES:
         path, _, query = case.path("0c8a1b7e-0000-4000-8000-000000000001").partition("?")
         action_param = query.removeprefix("action=") if case.endpoint.action is None else None
         assert rest_action(case.endpoint.method, path, action_param) == case.action, case.id
 
 
 @pytest.mark.parametrize("role", ROLE_CALLERS)
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_role_action_matrix(rest: TestClient, stack: Stack, case: Case, role: str) -> None:
+@pytest.mark.parametrize("case", REST_CASES, ids=[c.id for c in REST_CASES])
+def test_role_action_matrix(rest: TestClient, stack: Stack, case: RestCase, role: str) -> None:
     caller = CALLERS[role]
-    path, body = prepare(stack, case)
+    path, body = prepare_rest(stack, case)
     before = snapshot(stack)
     stack.take_events()
     correlation = f"matrix-{case.id}-{role}"
@@ -237,11 +78,11 @@ BAD_CREDENTIALS = {
 }
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+@pytest.mark.parametrize("case", REST_CASES, ids=[c.id for c in REST_CASES])
 def test_missing_or_invalid_credentials_are_401_everywhere(
-    rest: TestClient, stack: Stack, case: Case
+    rest: TestClient, stack: Stack, case: RestCase
 ) -> None:
-    path, body = prepare(stack, case)
+    path, body = prepare_rest(stack, case)
     before = snapshot(stack)
     stack.take_events()
     for credential, authorization in BAD_CREDENTIALS.items():
@@ -259,11 +100,11 @@ def test_missing_or_invalid_credentials_are_401_everywhere(
     assert snapshot(stack) == before
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_401_beats_400_without_an_instance_header(rest: TestClient, stack: Stack, case: Case) -> None:
+@pytest.mark.parametrize("case", REST_CASES, ids=[c.id for c in REST_CASES])
+def test_401_beats_400_without_an_instance_header(rest: TestClient, stack: Stack, case: RestCase) -> None:
     """Unauthenticated callers learn nothing, not even that the instance header is missing; an
     authenticated one gets the 400."""
-    path, body = prepare(stack, case)
+    path, body = prepare_rest(stack, case)
     anonymous = send(rest, case, path, body, {})
     assert anonymous.status_code == 401, anonymous.text
     manager = CALLERS["manager"].rest()
