@@ -6,9 +6,9 @@ Everything runs over the real session-wide SoftHSM2 backend, a fresh SQLite stor
 to a `MemorySink`, and (optionally) a `RateLimiter` on a hand-moved clock.
 
 Callers (`CALLERS`): one static token per role scoped to instance A — ``reader``,
-``reader_plus``, ``writer``, ``manager``, ``purger`` (Manager + KeyPurge) — and ``manager_b``, a
-Manager of instance B. Tokens are random per test session (`generate_token`), so the leak scan
-looks for values nobody could have hard-coded.
+``reader_plus``, ``writer``, ``manager``, ``purger`` (Manager + KeyPurge) — and ``manager_b``
+and ``purger_b``, the same for instance B. Tokens are random per test session
+(`generate_token`), so the leak scan looks for values nobody could have hard-coded.
 
 `GrpcServer` runs the real `build_server` services on 127.0.0.1:0 in a grpc.aio server on an
 event loop of its own in a background thread, so tests use ordinary synchronous stubs.
@@ -120,6 +120,7 @@ CALLERS: dict[str, Caller] = {
         Caller("manager", "svc-manager", INSTANCE_A, ("Manager",)),
         Caller("purger", "svc-purger", INSTANCE_A, ("Manager",), key_purge=True),
         Caller("manager_b", "svc-manager-b", INSTANCE_B, ("Manager",)),
+        Caller("purger_b", "svc-purger-b", INSTANCE_B, ("Manager",), key_purge=True),
     )
 }
 #: The role callers of instance A, weakest first: the columns of the role × action matrices.
