@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 import grpc
 import pytest
 from fastapi.testclient import TestClient
-from security_support import CALLERS, INSTANCE_B, Stack, Stubs, error_info
+from security_support import CALLERS, INSTANCE_A, INSTANCE_B, Stack, Stubs, error_info
 
 from hsmbridge.security.authz import ActionClass
 from hsmbridge.security.ratelimit import BucketConfig
@@ -98,12 +98,11 @@ def test_rest_429_with_retry_after_and_key_protects_body(
 def test_a_rate_limit_is_decided_after_authentication(
     rest: TestClient, stack: Stack, keys: dict[str, str]
 ) -> None:
-    """An exhausted bucket is no oracle for anonymous callers: they get 401, not 429."""
+    """An exhausted bucket is no oracle for callers who may not use the instance: 401, not 429."""
     assert [rest_wrap(rest, keys["a"]) for _ in range(6)] == [200] * 5 + [429]
-    anonymous = rest.post(
-        f"/api/v2/keys/{keys['a']}/actions/wrap", json={}, headers={"bluemix-instance": "x"}
-    )
-    assert anonymous.status_code == 401
+    path = f"/api/v2/keys/{keys['a']}/actions/wrap"
+    assert rest.post(path, json={}, headers={"bluemix-instance": INSTANCE_A}).status_code == 401
+    assert rest.post(path, json={}, headers=CALLERS["manager_b"].rest(instance=INSTANCE_A)).status_code == 401
 
 
 def test_grpc_resource_exhausted_with_retry_after_in_error_info(
