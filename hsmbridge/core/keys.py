@@ -57,6 +57,9 @@ _MATERIAL_PROBE = b"hsmbridge restore material check"
 #: Called before a key is created: may refuse it (an instance policy forbids the kind of key) or
 #: return the spec with instance-level defaults applied (policies that apply to new keys only).
 AdmissionRule = Callable[[CallContext, "KeySpec"], "KeySpec"]
+#: Called before material is supplied for an existing key (rotate, restore) with whether it came
+#: through an import token: may refuse plain material (an instance policy enforces tokens).
+MaterialRule = Callable[[CallContext, bool], None]
 #: Called before a key is deleted with the caller's `force`: may refuse (registrations protect the
 #: key) or clean up what a forced delete removes.
 DeletionGuard = Callable[[CallContext, Key, bool], None]
@@ -147,6 +150,7 @@ class KeyService:
         self._versions = _VersionCache()
         self._use_cache = _UseCache(ttl=1.0)
         self.admission_rules: list[AdmissionRule] = []
+        self.material_rules: list[MaterialRule] = []
         self.deletion_guards: list[DeletionGuard] = []
         # Last sync per (tenant, key id). In memory on purpose: the only effect of a sync here is
         # the one-hour 409 rule, and forgetting it on restart merely allows one early sync.
@@ -184,8 +188,16 @@ class KeyService:
         self._use_cache.put(ctx.tenant, key_id_or_alias, key)
         return key
 
-    def _changed(self, key: Key) -> None:
+    def invalidate(self, key: Key) -> None:
+        """Drop cached views of `key` after a write made outside this service (policies, rings)."""
         self._use_cache.invalidate(key.tenant, key.id)
+
+    _changed = invalidate
+
+    def _check_material(self, ctx: CallContext, payload: object, secure_import: object) -> None:
+        if payload is not None or secure_import is not None:
+            for rule in self.material_rules:
+                rule(ctx, secure_import is not None)
 
     def version(self, ctx: CallContext, version_id: str) -> KeyVersion | None:
         version = self._versions.get(version_id)
@@ -323,6 +335,7 @@ class KeyService:
         payload: bytes | bytearray | None = None,
         secure_import: SecureImport | None = None,
     ) -> Key:
+        self._check_material(ctx, payload, secure_import)
         key = self.get(ctx, key_id_or_alias)
         lifecycle.require_rotate(key, self._clock.now())
         if key.imported:
@@ -434,6 +447,7 @@ class KeyService:
         """Undo a delete. The daemon keeps the material until purge, so no payload is needed; a
         client that re-supplies one (the legacy Key Protect flow) must supply the *same* material,
         which is checked inside the HSM (`_require_same_material`)."""
+        self._check_material(ctx, payload, secure_import)
         if payload is not None or secure_import is not None:
             key = self.get(ctx, key_id_or_alias)
             lifecycle.require_restore(key, self._clock.now())

@@ -206,6 +206,7 @@ class KeyPolicyService:
                 if exc.reason is not Reason.CONCURRENT_UPDATE or attempt == _MAX_RETRIES - 1:
                     raise
                 continue
+            self._keys.invalidate(key)
             policies = {p.policy_type: p for p in self.policies_of(key)}
             return [policies[t] for t in changes.types if t in policies]
         raise AssertionError("unreachable")

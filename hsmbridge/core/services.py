@@ -40,6 +40,9 @@ class Services:
         registrations = RegistrationService(store, keys, clock)
         # Instance policies shape (or refuse) every new key; registrations guard every delete.
         keys.admission_rules.append(instance_policies.admit)
+        keys.material_rules.append(
+            lambda ctx, secure: instance_policies.require_secure_import(ctx, secure=secure)
+        )
         keys.deletion_guards.append(registrations.guard)
         return cls(
             store,
