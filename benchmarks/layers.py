@@ -5,6 +5,8 @@
 Measured in one run, on one throw-away SoftHSM2 token, one thread each:
   raw       python-pkcs11 key.encrypt on a session object (the limit from Python)
   backend   Pkcs11Backend.gcm_encrypt (pool checkout, handle cache, HSM-random IV)
+  metered   the same call through the HSM latency timer the daemon installs
+            (hsmbridge.metrics.instrument_backend): the before/after of HSM metrics
   service   EnvelopeService.wrap (key lookup in SQLite, lifecycle checks, envelope, AAD binding)
   grpc      CryptoService/Wrap through a real daemon over loopback, one client, unary calls
   grpc-bare the same daemon's health Check: a unary call that does no work (the gRPC floor)
@@ -85,9 +87,13 @@ def main() -> int:
 
         version = services.keys.current_version(ctx, key)
         ref = KeyRef(version.id, version.wrapped)
+        from hsmbridge.metrics import HsmOperationTimer, _timed
+
+        metered = _timed(backend.gcm_encrypt, HsmOperationTimer().series("CKM_AES_GCM", "encrypt"))
         layers: dict[str, Callable[[], object]] = {
             "raw": raw,
             "backend": lambda: backend.gcm_encrypt(ref, data, aad),
+            "metered": lambda: metered(ref, data, aad),
             "service": lambda: services.envelopes.wrap(ctx, key.id, data, ["0123456789abcdef"]),
         }
         results: dict[str, list[float]] = {name: [] for name in layers}
@@ -130,20 +136,26 @@ def _start_daemon(workdir: Path, pin: str):  # type: ignore[no-untyped-def]
         "HSMBRIDGE_HSM__PIN_FILE": str(workdir / "pin"),
         "HSMBRIDGE_STORE__PATH": str(workdir / "bench.db"),
         "HSMBRIDGE_GRPC__LISTEN": "127.0.0.1:0",
+        "HSMBRIDGE_REST__LISTEN": "127.0.0.1:0",
+        "HSMBRIDGE_METRICS__LISTEN": "127.0.0.1:0",
+        "HSMBRIDGE_SERVER__WORKERS": "1",
         "HSMBRIDGE_SERVER__LOG_LEVEL": "WARNING",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hsmbridge.cli", "serve"],
-        env=env,
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "gRPC listening on" in line:
-            proc.address = line.rsplit(" ", 1)[1].strip()  # type: ignore[attr-defined]
-            return proc
+    import time
+
+    # stdout to a file: the audit log writes a line per call, which would fill an unread pipe
+    log = workdir / "daemon.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hsmbridge.cli", "serve"], env=env, cwd=workdir, stdout=out, text=True
+        )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        for line in log.read_text().splitlines():
+            if "gRPC listening on" in line:
+                proc.address = line.rsplit(" ", 1)[1].strip()  # type: ignore[attr-defined]
+                return proc
+        time.sleep(0.1)
     raise RuntimeError("daemon did not start")
 
 
