@@ -127,8 +127,13 @@ CALLERS: dict[str, Caller] = {
 ROLE_CALLERS = ("reader", "reader_plus", "writer", "manager", "purger")
 
 
+def caller_tokens() -> StaticTokens:
+    """The static tokens of every caller in `CALLERS` (configured by digest, as in production)."""
+    return StaticTokens(c.config() for c in CALLERS.values())
+
+
 def static_authenticator() -> Authenticator:
-    return Authenticator(tokens=StaticTokens(c.config() for c in CALLERS.values()))
+    return Authenticator(tokens=caller_tokens())
 
 
 # --- the stack ----------------------------------------------------------------------------------------
