@@ -242,6 +242,10 @@ class Supervisor:
                 await self._spawn(slot)
             except WorkerFailed as failed:
                 log.warning("%s", failed)
+            except Exception as exc:
+                # e.g. exec failed: slot.proc is still the dead one, so the loop retries with a
+                # longer backoff; never let the watcher die and the slot stay empty
+                log.error("restarting worker %d failed: %r", slot.index, exc)
 
     async def _terminate_all(self, grace: float) -> bool:
         """SIGTERM every worker, wait `grace` (then SIGKILL); True when all exited cleanly."""

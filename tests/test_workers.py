@@ -43,6 +43,14 @@ def token_objects(backend: Pkcs11Backend) -> set[tuple[str, bytes]]:
         }
 
 
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie nobody has reaped yet (orphans go to PID 1)."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True
+
+
 def children(pid: int) -> set[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return {int(p) for p in path.read_text().split()}
@@ -185,7 +193,7 @@ def test_two_workers_share_ports_survive_a_kill_and_stop_cleanly(
     finally:
         code = daemon.stop()
     assert code == 0, "".join(daemon.output)
-    assert all(not Path(f"/proc/{w}").exists() for w in workers)
+    assert all(gone(w) for w in workers)
     assert token_objects(hsm_backend) == before, "HSM objects leaked"
 
 
@@ -209,3 +217,20 @@ def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_status(
     assert result.returncode == 2, result.stdout + result.stderr
     assert "hsmbridge init" in result.stderr and "Traceback" not in result.stderr
     assert "listening on" not in result.stdout
+
+
+def test_workers_stop_by_themselves_when_the_supervisor_is_killed(
+    softhsm_token: dict[str, str], hsm_backend: Pkcs11Backend, tmp_path: Path
+) -> None:
+    """The lifeline pipe: a supervisor killed with -9 cannot forward SIGTERM, so the workers see
+    its end of the pipe close and shut down gracefully instead of serving on, unsupervised."""
+    before = token_objects(hsm_backend)
+    daemon = Daemon(softhsm_token, tmp_path, args=("serve", "--workers", "2"))
+    daemon.start(timeout=120)
+    assert daemon.proc is not None
+    workers = children(daemon.proc.pid)
+    assert len(workers) == 2
+    daemon.proc.kill()
+    daemon.proc.wait(timeout=30)
+    eventually(lambda: all(gone(w) for w in workers), "the orphaned workers to exit")
+    assert token_objects(hsm_backend) == before
