@@ -331,3 +331,33 @@ def test_the_scanner_finds_a_planted_secret(stack: Stack, capture: Capture, chan
         # there — the encoded forms are what the audit trail could carry
         return
     assert any(h.startswith(f"planted as {form} ") for h in hits), (channel, form, hits)
+
+
+@pytest.mark.parametrize("rpc", ["WrapBatch", "CryptoStream"])
+def test_an_unexpected_error_reaches_the_client_as_internal_without_its_text(
+    stubs: Stubs, stack: Stack, capture: Capture, monkeypatch: pytest.MonkeyPatch, rpc: str
+) -> None:
+    """A bug or a library error below the domain layer may carry a buffer in its message. Unary
+    RPCs and the bulk stream alike answer INTERNAL with a fixed text, log only the exception's
+    type, and audit the failed call (and the stream's failed message) as INTERNAL."""
+    leaked = "hsmb-canary-" + os.urandom(16).hex()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"library failure with buffer {leaked}")
+
+    key = stack.new_key(name="broken")
+    monkeypatch.setattr(stack.services.batches, "wrap", broken)
+    stack.take_events()
+    batch = C.WrapBatchRequest(key_id=key.id, items=[C.WrapRequest()])
+    with pytest.raises(grpc.RpcError) as info:
+        if rpc == "WrapBatch":
+            stubs.crypto.WrapBatch(batch, metadata=CALLERS["writer"].grpc(), timeout=30)
+        else:
+            message = C.CryptoStreamRequest(sequence=1, wrap=batch)
+            list(stubs.crypto.CryptoStream(iter([message]), metadata=CALLERS["writer"].grpc(), timeout=30))
+    assert (info.value.code(), info.value.details()) == (grpc.StatusCode.INTERNAL, "internal error")
+    capture.grpc_error(info.value)
+    assert [line for line in capture.lines() if leaked in line] == []
+    events = [(e["event"], e["reason"]) for e in stack.take_events()]
+    expected = [("kms.secrets.wrap", "INTERNAL")]
+    assert events == (expected if rpc == "WrapBatch" else [*expected, ("kms.secrets.unwrap", "INTERNAL")])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sized
 
 import grpc
@@ -10,12 +11,14 @@ import grpc
 from hsmbridge.core.backend import wipe
 from hsmbridge.core.envelopes import RewrapOutcome, UnwrapItem, UnwrapOutcome, WrapItem, WrapOutcome
 from hsmbridge.core.principal import CallContext
-from hsmbridge.errors import HsmBridgeError, InvalidInput, Reason
+from hsmbridge.errors import HsmBridgeError, InternalError, InvalidInput, Reason
 from hsmbridge.grpc.base import ServicerBase
 from hsmbridge.grpc.context import CORRELATION_KEY, metadata_of, tenant_of
 from hsmbridge.grpc.errors import OK_STATUS, batch_cost, mapped, status_proto, to_status
 from hsmbridge.security.authz import rpc_action
 from hsmbridge.v1 import crypto_pb2, crypto_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 
 class CryptoServicer(ServicerBase, crypto_pb2_grpc.CryptoServiceServicer):
@@ -184,13 +187,20 @@ class BatchCryptoServicer(CryptoServicer):
                             batch_cost(getattr(request, request.WhichOneof("batch") or "wrap")),
                         )
                         response = self._stream_batch(ctx, request)
-                    except HsmBridgeError as error:
+                    except Exception as error:
                         self.gate.audit_more(record, action, error)
                         raise
                     self.gate.audit_more(record, action)
                     yield response
         except HsmBridgeError as error:
             await context.abort_with_status(to_status(error))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            # As `mapped` does for unary RPCs: never let grpc send the exception's text (it may
+            # come from a library that printed a buffer) as an UNKNOWN status.
+            log.error("unexpected %s in CryptoStream", type(exc).__name__)
+            await context.abort_with_status(to_status(InternalError("internal error")))
 
     def _stream_batch(
         self, ctx: CallContext, request: crypto_pb2.CryptoStreamRequest
