@@ -151,11 +151,17 @@ def test_another_instances_key_is_not_found_on_every_rpc(
     assert snapshot(stack, INSTANCE_A) == before, f"{case.id} from B changed instance A"
 
 
-def test_listings_of_b_show_only_bs_key(rest: TestClient, stubs: Stubs, tenants: Tenants) -> None:
+def test_listings_of_b_show_only_bs_key_and_no_registration_of_a(
+    rest: TestClient, stubs: Stubs, tenants: Tenants
+) -> None:
     listed = rest.get("/api/v2/keys", headers=CALLERS["manager_b"].rest()).json()["resources"]
     assert [k["id"] for k in listed] == [tenants.b_key]
     reply = stubs.keys.ListKeys(keys_pb2.ListKeysRequest(), metadata=CALLERS["manager_b"].grpc())
     assert [k.id for k in reply.keys] == [tenants.b_key]
+    # E35 lists registrations across the instance's keys: A's registration is not among B's
+    assert rest.get("/api/v2/keys/registrations", headers=CALLERS["manager"].rest()).json()["resources"]
+    theirs = rest.get("/api/v2/keys/registrations", headers=CALLERS["manager_b"].rest()).json()
+    assert theirs["metadata"]["collectionTotal"] == 0 and not theirs.get("resources")
 
 
 # --- A's principals in B ----------------------------------------------------------------------------
