@@ -24,16 +24,21 @@ pytestmark = pytest.mark.softhsm
 BITS = 2048
 
 
+def pool_ids(backend: Pkcs11Backend) -> set[str]:
+    return set(backend.find_import_keypairs("pool-"))
+
+
 @pytest.fixture
 def hsm(hsm_backend: Pkcs11Backend) -> Iterator[Services]:
+    """Services over the shared token; afterwards, the pool keypairs its tokens took are destroyed
+    too (the in-memory store that referred to them is gone), so no other test finds them."""
+    before = pool_ids(hsm_backend)
     services = build_services(hsm_backend)
     yield services
     services.import_tokens.close()
     close_services(services)
-
-
-def pool_ids(backend: Pkcs11Backend) -> set[str]:
-    return set(backend.find_import_keypairs("pool-"))
+    for object_id in pool_ids(hsm_backend) - before:
+        hsm_backend.destroy_import_keypair(object_id)
 
 
 def test_pool_fills_and_token_creation_takes_from_it(hsm: Services, hsm_backend: Pkcs11Backend) -> None:

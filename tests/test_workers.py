@@ -194,7 +194,11 @@ def test_two_workers_share_ports_survive_a_kill_and_stop_cleanly(
         code = daemon.stop()
     assert code == 0, "".join(daemon.output)
     assert all(gone(w) for w in workers)
-    assert token_objects(hsm_backend) == before, "HSM objects leaked"
+    # nothing new on the token; worker 0 may have destroyed pool keypairs other tests left on
+    # this shared token (it claims unreferenced ones of its slot at start-up, by design)
+    after = token_objects(hsm_backend)
+    assert after <= before, f"HSM objects leaked: {after - before}"
+    assert {o for o in before - after if not o[0].startswith("hsmbridge-import-pool-w0-")} == set()
 
 
 def test_a_worker_that_cannot_start_stops_the_supervisor_with_its_status(
@@ -233,4 +237,4 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_killed(
     daemon.proc.kill()
     daemon.proc.wait(timeout=30)
     eventually(lambda: all(gone(w) for w in workers), "the orphaned workers to exit")
-    assert token_objects(hsm_backend) == before
+    assert token_objects(hsm_backend) <= before
