@@ -8,8 +8,10 @@
 -- * Every row is keyed by tenant first: lookups are always tenant-scoped, and the
 --   composite keys make "the same id in two tenants" legal by construction.
 --
--- SQLite-only bits (a PostgreSQL copy of this file must change them):
--- * BLOB columns (key_versions.wrapped_blob, import_tokens.nonce/public_key_der) are BYTEA there.
+-- SQLite-only bits: PostgreSQL applies this very file through migrate.render(), which spells
+-- them the PostgreSQL way (see hsmbridge/core/store/migrate.py):
+-- * BLOB columns (key_versions.wrapped_blob, import_tokens.nonce/public_key_der) become BYTEA.
+-- * TEXT becomes TEXT COLLATE "C", so text orders byte by byte as in SQLite.
 -- Everything else is plain SQL-92-ish DDL that both engines accept.
 
 CREATE TABLE schema_version (
