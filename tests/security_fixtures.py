@@ -21,7 +21,15 @@ from typing import Any
 import grpc
 import pytest
 from fastapi.testclient import TestClient
-from security_support import RENDER, GrpcServer, Stack, Stubs, make_stack, static_authenticator
+from security_support import (
+    RENDER,
+    GrpcServer,
+    Stack,
+    Stubs,
+    make_stack,
+    release_hsm_objects,
+    static_authenticator,
+)
 from services import close_services
 
 from hsmbridge.rest.app import create_app
@@ -48,6 +56,7 @@ def stack(
 ) -> Iterator[Stack]:
     s = make_stack(hsm_backend, authenticator=security_authenticator, limits=security_limits)
     yield s
+    release_hsm_objects(s)
     close_services(s.services)
 
 

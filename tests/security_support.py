@@ -200,6 +200,16 @@ def make_stack(
     return Stack(services, authenticator or static_authenticator(), gate, sink, clock)
 
 
+def release_hsm_objects(stack: Stack) -> None:
+    """Destroy the import keypairs the stack's instances still hold on the shared token (keys
+    are wrapped into the store and leave nothing there): the suite checks for leaked objects."""
+    store = stack.services.store
+    for instance in {c.instance for c in CALLERS.values()}:
+        token = store.get_import_token(instance)
+        if token is not None:
+            stack.services.backend.destroy_import_keypair(token.hsm_object_id)
+
+
 def snapshot(stack: Stack, instance: str = INSTANCE_A) -> dict[str, Any]:
     """Everything of an instance a call could change, read from the store (no lazy updates):
     keys in every state, their versions and policies, registrations, key rings, instance
