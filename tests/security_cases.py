@@ -57,9 +57,10 @@ def _registration() -> dict[str, Any]:
     return _collection("application/vnd.ibm.kms.registration_input+json", {"preventKeyDeletion": False})
 
 
-#: Per spec endpoint: (query string, JSON body or None, needs a ciphertext of the key). The body
-#: is what a client would send; for E27 it is deliberately out of range (400 before an RSA keygen:
-#: the matrix proves authorisation, the audit-flow test creates real tokens).
+#: Per spec endpoint: (query string, JSON body or None); the body "CIPHERTEXT" stands for
+#: ``{"ciphertext": <a real ciphertext of the case's key>}``. Bodies are what a client would send;
+#: for E27 it is deliberately out of range (400 before an RSA keygen: the matrix proves
+#: authorisation, the audit-flow test creates real tokens).
 BODIES: dict[str, tuple[str, Any]] = {
     "E1": ("", key_body("matrix-created")),
     "E2": ("", None),
@@ -186,7 +187,7 @@ SERVICE = "/hsmbridge.v1."
 class RpcCase:
     method: str  # full gRPC method name
     variant: str
-    #: (stubs, key id, ciphertext of that key) → invoke the RPC with the given metadata
+    #: (key id, ciphertext of that key) → the request (an iterator of messages for the stream)
     build: Callable[[str, bytes], Any]
 
     @property

@@ -65,8 +65,8 @@ RENDER = RenderContext(region="us-south", account="0123456789abcdef0123456789abc
 UNAUTHORIZED = "Unauthorized: The user does not have access to the specified resource."
 ERROR_TYPE = "application/vnd.ibm.kms.error+json"
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
-#: What a test expects RSA import keypairs to be: 2048 bits instead of the default 4096 (≈3 s of
-#: SoftHSM2 keygen each). The key size plays no part in any security decision tested here.
+#: Import keypairs are 2048 bits here instead of the default 4096 (≈3 s of SoftHSM2 keygen each,
+#: ≈1 s at 2048); the key size plays no part in any security decision tested here.
 IMPORT_KEY_BITS = 2048
 
 
