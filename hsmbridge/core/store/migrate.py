@@ -219,6 +219,9 @@ def migrate_postgres(conn: psycopg.Connection[Any], migrations: list[Migration] 
     while True:
         with conn.transaction():
             cur = conn.cursor(row_factory=tuple_row)
+            # However long another daemon's migration takes: the store's usual lock timeout is
+            # for request traffic, and giving up here would fail the daemon's start.
+            cur.execute("SET LOCAL lock_timeout = 0")
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             current = schema_version_postgres(conn)
             _check_not_newer(current, latest)
