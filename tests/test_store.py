@@ -1,20 +1,25 @@
 """The store contract (hsmbridge/core/store/base.py), written once and run against every backend.
 
-The `store` fixture is parametrised over backends; a PostgreSQL backend joins by adding a
-parameter to `BACKENDS` (skipping when no database is configured). Tests that depend on a
-backend's own mechanics (a file surviving reopen, SQLite pragmas) say so in their names.
+The `store` fixture is parametrised over `BACKENDS`: SQLite in a file, SQLite in memory, and
+PostgreSQL in a throwaway cluster the session starts (tests/store_fixtures.py; it fails, rather
+than skips, when PostgreSQL is not installed). `replica` is a second store on the same database,
+as a second daemon would open it, for the races between replicas. Tests that depend on a
+backend's own mechanics (a file surviving reopen, SQLite pragmas, PostgreSQL's migration lock)
+say so in their names.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from hsmbridge.core.model import (
@@ -38,8 +43,11 @@ from hsmbridge.core.store.base import (
     RegistrationState,
     Store,
 )
+from hsmbridge.core.store.postgres import PostgresStore, redact_url
 from hsmbridge.core.store.sqlite import SqliteStore
 from hsmbridge.errors import AlreadyExists, Conflict, InternalError, InvalidInput, NotFound, Reason
+
+pytest_plugins = ("store_fixtures",)
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TENANT = "tenant-a"
@@ -48,31 +56,70 @@ OTHER = "tenant-b"
 
 # --- backends ----------------------------------------------------------------------------------
 
-
-def _sqlite_file(tmp_path: Path) -> Store:
-    return SqliteStore(tmp_path / "store.db")
-
-
-def _sqlite_memory(tmp_path: Path) -> Store:
-    return SqliteStore(":memory:")
+#: Given the test's request and tmp_path, a function opening a store on that test's database:
+#: each call is another daemon on the same data (for ":memory:", the same store: a second
+#: in-memory store would be another database).
+Opener = Callable[[], Store]
 
 
-BACKENDS: dict[str, Callable[[Path], Store]] = {
+def _sqlite_file(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    return lambda: SqliteStore(tmp_path / "store.db")
+
+
+def _sqlite_memory(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    only = SqliteStore(":memory:")
+    return lambda: only
+
+
+def _postgres(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    url: str = request.getfixturevalue("postgres_url")
+    return lambda: PostgresStore(url)
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Opener]] = {
     "sqlite-file": _sqlite_file,
     "sqlite-memory": _sqlite_memory,
+    "postgres": _postgres,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
+    """Opens stores on this test's database; every store opened is closed afterwards."""
+    opener = BACKENDS[request.param](request, tmp_path)
+    opened: list[Store] = []
+
+    def open_store() -> Store:
+        s = opener()
+        opened.append(s)
+        return s
+
+    yield open_store
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def unmigrated(backend: Opener) -> Store:
+    return backend()
+
+
+@pytest.fixture
+def store(unmigrated: Store) -> Store:
     """A migrated, empty store with TENANT and OTHER registered."""
-    s = BACKENDS[request.param](tmp_path)
-    s.migrate()
-    with s.transaction() as tx:
+    unmigrated.migrate()
+    with unmigrated.transaction() as tx:
         tx.ensure_tenant(TENANT, T0)
         tx.ensure_tenant(OTHER, T0)
-    yield s
-    s.close()
+    return unmigrated
+
+
+@pytest.fixture
+def replica(store: Store, backend: Opener) -> Store:
+    """Another daemon's store on the same database as `store`."""
+    other = backend()
+    other.migrate()
+    return other
 
 
 # --- builders ----------------------------------------------------------------------------------
@@ -910,15 +957,13 @@ def test_migrations_are_numbered_from_one_without_gaps() -> None:
     assert [m.version for m in found] == list(range(1, len(found) + 1))
 
 
-def test_migrate_is_idempotent_and_reports_the_schema_version(tmp_path: Path) -> None:
-    for s in (SqliteStore(tmp_path / "m.db"), SqliteStore(":memory:")):
-        assert s.schema_version() == 0
-        s.migrate()
-        latest = migrations.load_migrations()[-1].version
-        assert s.schema_version() == latest
-        s.migrate()
-        assert s.schema_version() == latest
-        s.close()
+def test_migrate_is_idempotent_and_reports_the_schema_version(unmigrated: Store) -> None:
+    assert unmigrated.schema_version() == 0
+    unmigrated.migrate()
+    latest = migrations.load_migrations()[-1].version
+    assert unmigrated.schema_version() == latest
+    unmigrated.migrate()
+    assert unmigrated.schema_version() == latest
 
 
 def test_migrate_refuses_a_database_newer_than_the_code(tmp_path: Path) -> None:
@@ -971,11 +1016,146 @@ def test_a_closed_store_raises_domain_errors_only(store: Store) -> None:
     store.close()  # twice is fine
 
 
-def test_an_unmigrated_store_raises_domain_errors_only() -> None:
-    s = SqliteStore(":memory:")
+def test_an_unmigrated_store_raises_domain_errors_only(unmigrated: Store) -> None:
     with pytest.raises(InternalError):
-        s.get_key(TENANT, "k1")
-    s.close()
+        unmigrated.get_key(TENANT, "k1")
+    with pytest.raises(InternalError), unmigrated.transaction() as tx:
+        tx.ensure_tenant(TENANT, T0)
+
+
+def test_database_errors_never_quote_row_values(store: Store) -> None:
+    """PostgreSQL's DETAIL ("Failing row contains (...)") would; the store keeps only the gist."""
+    key, version = make_key("k1", name=None, description="row-value-marker")
+    with pytest.raises(InternalError) as err, store.transaction() as tx:
+        tx.insert_key(key, version)
+    assert "row-value-marker" not in str(err.value)
+    assert "wrapped" not in str(err.value)
+
+
+def test_store_reads_inside_a_transaction_see_its_own_writes(store: Store) -> None:
+    with store.transaction() as tx:
+        key, version = make_key("k1", aliases=["a1"])
+        tx.insert_key(key, version)
+        assert store.get_key(TENANT, "k1") == key
+        assert store.get_key_by_alias(TENANT, "a1") == key
+    assert store.get_key(TENANT, "k1") == key
+
+
+def test_nested_transactions_are_refused(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.ensure_tenant("tenant-c", T0)
+        with pytest.raises(InternalError), store.transaction():
+            pass
+    assert [r.id for r in store.list_key_rings("tenant-c")] == [DEFAULT_KEY_RING]
+
+
+def test_text_sorts_byte_by_byte_whatever_the_database_locale(store: Store) -> None:
+    """SQLite compares text bytewise; PostgreSQL must too (the test databases use ICU en-US)."""
+    with store.transaction() as tx:
+        for ring in ("Zeta", "alpha", "_x", "b-1", "b1"):
+            tx.create_key_ring(KeyRing(id=ring, tenant=TENANT, created_at=T0, created_by="x"))
+    assert [r.id for r in store.list_key_rings(TENANT)] == sorted(
+        ["Zeta", "alpha", "_x", "b-1", "b1", DEFAULT_KEY_RING], key=lambda text: text.encode()
+    )
+    for key_id in ("b", "B", "a-2", "a1", "_"):
+        insert(store, key_id)
+    assert [k.id for k in store.list_keys(TENANT, KeyQuery())] == ["B", "_", "a-2", "a1", "b"]
+    assert [k.id for k in store.list_keys(TENANT, KeyQuery(limit=2, offset=1))] == ["_", "a-2"]
+
+
+# --- migrations: dialects and PostgreSQL's migration lock --------------------------------------
+
+
+def test_migrations_render_unchanged_for_sqlite() -> None:
+    for migration in migrations.load_migrations():
+        assert migrations.render(migration.sql, migrations.Dialect.SQLITE) == migration.sql
+
+
+def test_postgres_rendering_renames_types_only_outside_comments_literals_and_identifiers() -> None:
+    sql = (
+        "-- a TEXT column and a BLOB\n"
+        "CREATE TABLE t (text TEXT NOT NULL, b BLOB, c TEXT DEFAULT 'TEXT and BLOB', \"TEXT\" INTEGER);"
+        " /* BLOB */"
+    )
+    assert migrations.render(sql, migrations.Dialect.POSTGRESQL) == (
+        "-- a TEXT column and a BLOB\n"
+        'CREATE TABLE t (text TEXT COLLATE "C" NOT NULL, b BYTEA, c TEXT COLLATE "C" '
+        "DEFAULT 'TEXT and BLOB', \"TEXT\" INTEGER); /* BLOB */"
+    )
+    for migration in migrations.load_migrations():
+        sqlite_statements = migration.statements(migrations.Dialect.SQLITE)
+        postgres_statements = migration.statements(migrations.Dialect.POSTGRESQL)
+        assert len(sqlite_statements) == len(postgres_statements)
+
+
+def test_postgres_two_daemons_migrating_at_once_both_succeed(postgres_url: str) -> None:
+    """Without the advisory lock the second CREATE TABLE would fail (or apply 001 twice)."""
+    stores = [PostgresStore(postgres_url) for _ in range(4)]
+    try:
+        _run_threads(len(stores), lambda i: stores[i].migrate())
+        latest = migrations.load_migrations()[-1].version
+        assert all(s.schema_version() == latest for s in stores)
+        with psycopg.connect(postgres_url) as conn:
+            applied = conn.execute("SELECT version FROM schema_version ORDER BY version").fetchall()
+        assert [row[0] for row in applied] == list(range(1, latest + 1))
+    finally:
+        for s in stores:
+            s.close()
+
+
+def test_postgres_migrate_refuses_a_database_newer_than_the_code(postgres_url: str) -> None:
+    s = PostgresStore(postgres_url)
+    try:
+        s.migrate()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO schema_version (version, name, applied_at) VALUES (999, 'future', 'x')")
+        with pytest.raises(InternalError):
+            s.migrate()
+    finally:
+        s.close()
+
+
+def test_postgres_schema_uses_bytea_and_byte_order_text(postgres_url: str) -> None:
+    s = PostgresStore(postgres_url)
+    try:
+        s.migrate()
+        with psycopg.connect(postgres_url) as conn:
+            rows = conn.execute(
+                "SELECT table_name, column_name, data_type, collation_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND data_type IN ('bytea', 'text')"
+            ).fetchall()
+    finally:
+        s.close()
+    assert {(t, c) for t, c, kind, _ in rows if kind == "bytea"} == {
+        ("key_versions", "wrapped_blob"),
+        ("import_tokens", "nonce"),
+        ("import_tokens", "public_key_der"),
+    }
+    assert {collation for _, _, kind, collation in rows if kind == "text"} == {"C"}
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:s3cret@db:5432/kms", "postgresql://u:***@db:5432/kms"),
+        (
+            "postgres://u@db/kms?sslmode=require&password=s3cret",
+            "postgres://u@db/kms?sslmode=require&password=***",
+        ),
+        ("postgresql://u:s3cret@db1:5432,db2:5432/kms", "postgresql://u:***@db1:5432,db2:5432/kms"),
+        ("host=db password='s3 cret' user=u", "host=db password=*** user=u"),
+        ("postgresql://db/kms", "postgresql://db/kms"),
+    ],
+)
+def test_postgres_urls_are_redacted_for_messages(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_postgres_connection_errors_never_show_the_password() -> None:
+    with pytest.raises(InternalError) as err:
+        PostgresStore("postgresql://someone:hunter2-secret@127.0.0.1:1/nowhere?connect_timeout=2", timeout=1)
+    assert "hunter2-secret" not in str(err.value)
+    assert "someone:***@127.0.0.1:1" in str(err.value)
 
 
 # --- threads -----------------------------------------------------------------------------------
@@ -1038,3 +1218,270 @@ def test_concurrent_optimistic_updates_lose_nothing_when_callers_retry(store: St
     assert final is not None
     assert final.description == str(8 * per_thread)
     assert final.revision == 1 + 8 * per_thread
+
+
+# --- races between replicas --------------------------------------------------------------------
+# Each of these has two "daemons" (`store` and `replica`, separate connections or pools on one
+# database) collide on purpose: the first holds its transaction open until the second is
+# provably waiting on it (PostgreSQL: a session in this database waits on a lock; SQLite: the
+# second writer waits for the write lock), then commits.
+
+
+@pytest.fixture
+def lock_waiter(request: pytest.FixtureRequest, backend: Opener) -> Callable[[], None]:
+    """Returns once another transaction is blocked behind the caller's open one."""
+    if request.node.callspec.params.get("backend") != "postgres":
+        return lambda: time.sleep(0.3)
+    url: str = request.getfixturevalue("postgres_url")
+
+    def wait() -> None:
+        deadline = time.monotonic() + 10
+        with psycopg.connect(url, autocommit=True) as conn:
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()
+                if row is not None and row[0]:
+                    return
+                time.sleep(0.005)
+        raise AssertionError("no session ever waited for a lock: the race did not happen")
+
+    return wait
+
+
+def _next_version(key: Key, number: int) -> KeyVersion:
+    return KeyVersion(
+        str(uuid.uuid4()),
+        key.id,
+        key.tenant,
+        number,
+        T0 + timedelta(hours=number),
+        WrappedKey(b"w", 32, "kek"),
+    )
+
+
+def _race(first: Callable[[threading.Event], None], second: Callable[[], None]) -> None:
+    """`first` sets the event once it holds what `second` will collide with."""
+    holding = threading.Event()
+
+    def work(i: int) -> None:
+        if i == 0:
+            first(holding)
+        else:
+            assert holding.wait(10), "the first transaction never got going"
+            second()
+
+    _run_threads(2, work)
+
+
+def test_two_replicas_rotating_one_key_at_once_one_wins_and_the_other_conflicts(
+    store: Store, replica: Store, lock_waiter: Callable[[], None]
+) -> None:
+    insert(store, "k1")
+    mine, theirs = store.get_key(TENANT, "k1"), replica.get_key(TENANT, "k1")
+    assert mine is not None and theirs is not None
+    winner, loser = _next_version(mine, 2), _next_version(theirs, 2)
+    lost: list[Conflict] = []
+
+    def first(holding: threading.Event) -> None:
+        with store.transaction() as tx:
+            tx.add_version(winner)
+            mine.current_version_id = winner.id
+            tx.update_key(mine)
+            holding.set()
+            lock_waiter()
+
+    def second() -> None:
+        theirs.current_version_id = loser.id
+        with pytest.raises(Conflict) as err, replica.transaction() as tx:
+            tx.add_version(loser)
+            tx.update_key(theirs)
+        lost.append(err.value)
+
+    _race(first, second)
+    assert [e.reason for e in lost] == [Reason.CONCURRENT_UPDATE]
+    assert [v.id for v in store.list_versions(TENANT, "k1")] == [winner.id, "k1-v1"]
+    got = replica.get_key(TENANT, "k1")
+    assert got is not None and got.current_version_id == winner.id and got.revision == 2
+
+
+def test_two_replicas_updating_one_key_at_once_the_later_one_conflicts(
+    store: Store, replica: Store, lock_waiter: Callable[[], None]
+) -> None:
+    insert(store, "k1")
+    mine, theirs = store.get_key(TENANT, "k1"), replica.get_key(TENANT, "k1")
+    assert mine is not None and theirs is not None
+    lost: list[Conflict] = []
+
+    def first(holding: threading.Event) -> None:
+        with store.transaction() as tx:
+            mine.state = KeyState.SUSPENDED
+            tx.update_key(mine)
+            holding.set()
+            lock_waiter()
+
+    def second() -> None:
+        theirs.state = KeyState.DESTROYED
+        with pytest.raises(Conflict) as err, replica.transaction() as tx:
+            tx.update_key(theirs)
+        lost.append(err.value)
+
+    _race(first, second)
+    assert [e.reason for e in lost] == [Reason.CONCURRENT_UPDATE]
+    got = store.get_key(TENANT, "k1")
+    assert got is not None and got.state == KeyState.SUSPENDED and got.revision == 2
+
+
+def test_a_rotation_racing_a_purge_finds_the_key_gone_and_leaves_no_orphan(
+    store: Store, replica: Store, lock_waiter: Callable[[], None]
+) -> None:
+    insert(store, "k1", aliases=["a1"])
+    theirs = replica.get_key(TENANT, "k1")
+    assert theirs is not None
+    orphan = _next_version(theirs, 2)
+    lost: list[NotFound] = []
+
+    def first(holding: threading.Event) -> None:
+        with store.transaction() as tx:
+            tx.purge_key(TENANT, "k1")
+            holding.set()
+            lock_waiter()
+
+    def second() -> None:
+        with pytest.raises(NotFound) as err, replica.transaction() as tx:
+            tx.add_version(orphan)
+            tx.add_alias(TENANT, "k1", "a2")
+        lost.append(err.value)
+
+    _race(first, second)
+    assert [e.reason for e in lost] == [Reason.KEY_NOT_FOUND]
+    assert store.get_key(TENANT, "k1") is None
+    assert store.get_version(TENANT, orphan.id) is None
+    assert store.list_versions(TENANT, "k1") == []
+
+
+def test_a_key_read_inside_a_transaction_cannot_change_before_that_transaction_writes(
+    store: Store, replica: Store, lock_waiter: Callable[[], None]
+) -> None:
+    """What services rely on when they read and then update in one transaction (moving a key
+    ring's keys): a blind writer elsewhere must wait and then lose, not make the update fail."""
+    insert(store, "k1")
+    stale = replica.get_key(TENANT, "k1")
+    assert stale is not None
+    lost: list[Conflict] = []
+
+    def first(holding: threading.Event) -> None:
+        with store.transaction() as tx:
+            key = tx.get_key(TENANT, "k1")
+            assert key is not None
+            holding.set()
+            lock_waiter()
+            key.description = "read, then written"
+            tx.update_key(key)
+
+    def second() -> None:
+        stale.description = "blind"
+        with pytest.raises(Conflict) as err, replica.transaction() as tx:
+            tx.update_key(stale)
+        lost.append(err.value)
+
+    _race(first, second)
+    assert [e.reason for e in lost] == [Reason.CONCURRENT_UPDATE]
+    got = store.get_key(TENANT, "k1")
+    assert got is not None and got.description == "read, then written"
+
+
+def test_replicas_rotating_one_key_with_retries_lose_no_version_and_duplicate_none(
+    store: Store, replica: Store
+) -> None:
+    insert(store, "k1")
+    stores, threads, per_thread = (store, replica), 6, 5
+    conflicts: list[int] = []
+
+    def work(i: int) -> None:
+        s = stores[i % 2]
+        for _ in range(per_thread):
+            while True:
+                key = s.get_key(TENANT, "k1")
+                assert key is not None
+                version = _next_version(key, s.list_versions(TENANT, "k1")[0].number + 1)
+                key.current_version_id = version.id
+                try:
+                    with s.transaction() as tx:
+                        tx.add_version(version)
+                        tx.update_key(key)
+                    break
+                except Conflict as exc:
+                    assert exc.reason == Reason.CONCURRENT_UPDATE
+                    conflicts.append(i)
+
+    _run_threads(threads, work)
+    versions = store.list_versions(TENANT, "k1")
+    total = threads * per_thread
+    assert [v.number for v in versions] == list(range(total + 1, 0, -1))
+    final = replica.get_key(TENANT, "k1")
+    assert final is not None
+    assert final.current_version_id == versions[0].id and final.revision == 1 + total
+
+
+def test_read_check_write_transactions_are_serialised_across_replicas(store: Store, replica: Store) -> None:
+    """An import token's retrievals: read, check, decrement. Nobody may overspend (SQLite gets
+    this from BEGIN IMMEDIATE, PostgreSQL from the tenant lock every in-transaction read takes)."""
+    with store.transaction() as tx:
+        tx.put_import_token(make_token())
+    spent: list[int] = []
+
+    def work(i: int) -> None:
+        s = (store, replica)[i % 2]
+        with s.transaction() as tx:
+            token = tx.get_import_token(TENANT)
+            assert token is not None
+            if token.remaining_retrievals <= 0:
+                return
+            time.sleep(0.01)  # widen the window between the read and the write
+            token.remaining_retrievals -= 1
+            tx.update_import_token(token)
+        spent.append(i)
+
+    _run_threads(8, work)
+    assert len(spent) == 3
+    token = replica.get_import_token(TENANT)
+    assert token is not None and token.remaining_retrievals == 0
+
+
+def test_concurrent_token_replacements_each_return_the_token_they_replaced(
+    store: Store, replica: Store
+) -> None:
+    """Every token but the last must come back exactly once, or its HSM keypair would leak."""
+    tokens = [make_token(token_id=f"t{i}") for i in range(8)]
+    returned: list[str] = []
+
+    def work(i: int) -> None:
+        s = (store, replica)[i % 2]
+        with s.transaction() as tx:
+            previous = tx.put_import_token(tokens[i])
+        if previous is not None:
+            returned.append(previous.id)
+
+    _run_threads(len(tokens), work)
+    current = store.get_import_token(TENANT)
+    assert current is not None
+    assert sorted([*returned, current.id]) == sorted(t.id for t in tokens)
+
+
+def test_a_quota_checked_inside_a_transaction_holds_across_replicas(store: Store, replica: Store) -> None:
+    """Count, then insert (the key ring quota): no row to lock, so only serialising the
+    transactions (the tenant lock on PostgreSQL) stops both replicas from taking the last slot."""
+    quota = 4  # the default ring and three more
+
+    def work(i: int) -> None:
+        s = (store, replica)[i % 2]
+        with s.transaction() as tx:
+            if len(tx.list_key_rings(TENANT)) >= quota:
+                return
+            time.sleep(0.01)
+            tx.create_key_ring(KeyRing(id=f"ring-{i}", tenant=TENANT, created_at=T0, created_by="x"))
+
+    _run_threads(8, work)
+    assert len(store.list_key_rings(TENANT)) == quota
