@@ -142,3 +142,45 @@ def test_a_busy_metrics_port_is_a_clear_start_up_error(
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port} for metrics" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_streams_cancelled_by_their_client_are_counted_as_cancelled(daemon: Daemon) -> None:
+    """The interceptor records a bidi stream when it ends, however it ends: a client that cancels
+    CryptoStream mid-way is counted with code CANCELLED, and the daemon serves on."""
+    import threading
+
+    client = Client(daemon.address, tenant=TENANT)
+    try:
+        key = client.keys.CreateKey(keys_pb2.CreateKeyRequest(name="stream-cancel"), metadata=client.metadata)
+        batch = crypto_pb2.WrapBatchRequest(
+            key_id=key.id, items=[crypto_pb2.WrapRequest(plaintext=os.urandom(32)) for _ in range(3)]
+        )
+        hold = threading.Event()
+
+        def requests() -> Iterator[crypto_pb2.CryptoStreamRequest]:
+            yield crypto_pb2.CryptoStreamRequest(sequence=1, wrap=batch)
+            hold.wait(30)  # keep the stream open until the client has cancelled it
+
+        for _ in range(3):
+            call = client.crypto.CryptoStream(requests(), metadata=client.metadata)
+            assert next(call).sequence == 1
+            call.cancel()
+        hold.set()
+        # the daemon still answers, and has counted the cancelled streams
+        client.crypto.Wrap(crypto_pb2.WrapRequest(key_id=key.id, plaintext=b"x"), metadata=client.metadata)
+    finally:
+        client.close()
+    import time
+
+    deadline = time.monotonic() + 30  # the server sees the cancellations asynchronously
+    while True:
+        cancelled = value(
+            scrape(daemon.metrics_url),
+            "hsmbridge_grpc_server_handled_total",
+            grpc_method="CryptoStream",
+            grpc_code="CANCELLED",
+        )
+        if cancelled >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert cancelled == 3
