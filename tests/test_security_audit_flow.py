@@ -392,11 +392,6 @@ def test_batch_and_stream_calls_are_audited_once_per_call_and_per_message(stubs:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KeyService.create never calls CallContext.used, so create events carry no key id or "
-    "version (core/keys.py, outside the security layer): reported, not fixed here",
-)
 def test_create_events_name_the_new_key(rest: TestClient, stubs: Stubs, stack: Stack) -> None:
     writer = CALLERS["writer"]
     stack.take_events()

@@ -291,6 +291,7 @@ class KeyService:
         with self._store.transaction() as tx:
             tx.ensure_tenant(ctx.tenant, now)
             tx.insert_key(key, version)
+        ctx.used(key.id, version.id)
         return key
 
     def _material_for_new_key(self, ctx: CallContext, spec: KeySpec) -> tuple[WrappedKey, bool]:
@@ -381,6 +382,7 @@ class KeyService:
                     tx.add_version(version)
                     tx.update_key(key)
                 self._changed(key)
+                ctx.used(key.id, version.id)
                 return key
             except Conflict as exc:
                 if exc.reason is not Reason.CONCURRENT_UPDATE or attempt == _MAX_RETRIES - 1:
