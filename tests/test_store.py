@@ -1485,3 +1485,47 @@ def test_a_quota_checked_inside_a_transaction_holds_across_replicas(store: Store
 
     _run_threads(8, work)
     assert len(store.list_key_rings(TENANT)) == quota
+
+
+# --- master KEK rotation: listing across tenants and the per-version compare-and-swap ------------
+
+
+def test_versions_not_under_a_kek_are_listed_across_tenants_in_pages(store: Store) -> None:
+    for tenant, key_id in ((TENANT, "a"), (TENANT, "b"), (OTHER, "c")):
+        insert(store, key_id, tenant=tenant)
+    with store.transaction() as tx:
+        tx.add_version(KeyVersion("a-v2", "a", TENANT, 2, T0, WrappedKey(b"new", 32, "kek-2")))
+    assert store.count_versions_by_kek() == {"kek-1": 3, "kek-2": 1}
+
+    first = store.list_versions_not_under_kek("kek-2", limit=2)
+    assert [(v.tenant, v.id) for v in first] == [(TENANT, "a-v1"), (TENANT, "b-v1")]
+    rest = store.list_versions_not_under_kek("kek-2", after=(first[-1].tenant, first[-1].id), limit=2)
+    assert [(v.tenant, v.id) for v in rest] == [(OTHER, "c-v1")]
+    assert [v.id for v in store.list_versions_not_under_kek("kek-1")] == ["a-v2"]
+
+
+def test_replace_wrapped_swaps_only_the_wrapping_and_only_once(store: Store, replica: Store) -> None:
+    insert(store, "k1")
+    old = store.get_version(TENANT, "k1-v1")
+    assert old is not None
+    new = WrappedKey(b"rewrapped", old.wrapped.length, "kek-2", kind=old.wrapped.kind)
+    with store.transaction() as tx:
+        assert tx.replace_wrapped(TENANT, "k1-v1", old.wrapped, new)
+    # Another rotation run that read the old wrapping loses quietly; so does a purged version.
+    with replica.transaction() as tx:
+        assert not tx.replace_wrapped(TENANT, "k1-v1", old.wrapped, WrappedKey(b"x", 32, "kek-3"))
+        assert not tx.replace_wrapped(TENANT, "missing", old.wrapped, new)
+    got = store.get_version(TENANT, "k1-v1")
+    assert got is not None and got.wrapped == new
+    assert (got.number, got.created_at, got.key_id) == (old.number, old.created_at, old.key_id)
+    assert [v.id for v in store.list_versions_not_under_kek("kek-2")] == []
+
+
+def test_a_rewrap_may_not_change_the_materials_length_or_kind(store: Store) -> None:
+    insert(store, "k1")
+    old = store.get_version(TENANT, "k1-v1")
+    assert old is not None
+    for bad in (WrappedKey(b"x", 16, "kek-2"), WrappedKey(b"x", 32, "kek-2", kind="secret")):
+        with pytest.raises(InternalError), store.transaction() as tx:
+            tx.replace_wrapped(TENANT, "k1-v1", old.wrapped, bad)
+    assert store.get_version(TENANT, "k1-v1") == old

@@ -190,6 +190,26 @@ def _row_to_version(row: Row) -> KeyVersion:
     )
 
 
+def _check_rewrap(expected: WrappedKey, new: WrappedKey) -> None:
+    """A rewrap changes the wrapping, never the material: its true length and its kind (which
+    decides whether the HSM may ever reveal it) must stay what they were."""
+    if (new.length, new.kind) != (expected.length, expected.kind):
+        raise InternalError("a rewrapped key version must keep its material's length and kind")
+
+
+def _rewrap_params(tenant: str, version_id: str, expected: WrappedKey, new: WrappedKey) -> dict[str, Any]:
+    return {
+        "tenant": tenant,
+        "id": version_id,
+        "blob": bytes(new.blob),
+        "kek_label": new.kek_label,
+        "mechanism": new.mechanism,
+        "old_blob": bytes(expected.blob),
+        "old_kek_label": expected.kek_label,
+        "old_mechanism": expected.mechanism,
+    }
+
+
 def _token_params(token: ImportToken) -> dict[str, Any]:
     return {
         "tenant": token.tenant,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from hsmbridge.core.model import ImportToken, Key, KeyState, KeyVersion
+from hsmbridge.core.model import ImportToken, Key, KeyState, KeyVersion, WrappedKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +65,19 @@ class StoreReader(Protocol):
         """Newest first (highest `number` first)."""
         ...
 
+    def list_versions_not_under_kek(
+        self, kek_label: str, *, after: tuple[str, str] | None = None, limit: int = 500
+    ) -> list[KeyVersion]:
+        """All tenants: versions whose material is wrapped under any KEK but `kek_label`, ordered
+        by (tenant, id) and starting after the `after` cursor. Master KEK rotation pages through
+        it; a rewrapped version drops out of it, which is what makes the rotation resumable."""
+        ...
+
+    def count_versions_by_kek(self) -> dict[str, int]:
+        """All tenants: how many versions each KEK label wraps (rotation progress, and proof that
+        an old KEK wraps nothing any more before it is destroyed)."""
+        ...
+
     def get_import_token(self, tenant: str) -> ImportToken | None: ...
     def list_import_tokens_expired_before(self, when: datetime) -> list[ImportToken]:
         """All tenants: the sweeper uses it to destroy expired keypairs in the HSM."""
@@ -93,6 +106,13 @@ class StoreTransaction(StoreReader, Protocol):
         ...
 
     def add_version(self, version: KeyVersion) -> None: ...
+    def replace_wrapped(self, tenant: str, version_id: str, expected: WrappedKey, new: WrappedKey) -> bool:
+        """Master KEK rotation: store `new` (the same material wrapped under another KEK) in place
+        of `expected`. Optimistic like `update_key`, but a lost race is not an error: False when
+        the version is gone (purged) or no longer holds exactly `expected` (another rotation run
+        got there first), so the caller skips it. Nothing else about the version changes."""
+        ...
+
     def add_alias(self, tenant: str, key_id: str, alias: str) -> None: ...
     def remove_alias(self, tenant: str, key_id: str, alias: str) -> bool: ...
     def purge_key(self, tenant: str, key_id: str) -> None:

@@ -78,7 +78,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import ConnectionPool, PoolClosed
 
-from hsmbridge.core.model import DEFAULT_KEY_RING, ImportToken, Key, KeyVersion
+from hsmbridge.core.model import DEFAULT_KEY_RING, ImportToken, Key, KeyVersion, WrappedKey
 from hsmbridge.core.store import migrate as _migrate
 from hsmbridge.core.store._rows import (
     _IMPORT_COLUMNS,
@@ -88,10 +88,12 @@ from hsmbridge.core.store._rows import (
     _REGISTRATION_COLUMNS,
     _REGISTRATION_SELECT,
     _VERSION_COLUMNS,
+    _check_rewrap,
     _dt,
     _dt_opt,
     _key_params,
     _registration_params,
+    _rewrap_params,
     _row_to_key,
     _row_to_key_policy,
     _row_to_registration,
@@ -220,6 +222,12 @@ _KEY_UPDATE = (
     "UPDATE keys SET "
     + ", ".join(f"{c} = %({c})s" for c in _KEY_UPDATABLE)
     + ", revision = revision + 1 WHERE tenant = %(tenant)s AND id = %(id)s AND revision = %(revision)s"
+)
+#: Master KEK rotation's compare-and-swap (see the SQLite store's twin).
+_REWRAP = (
+    "UPDATE key_versions SET wrapped_blob = %(blob)s, kek_label = %(kek_label)s, "
+    "wrap_mechanism = %(mechanism)s WHERE tenant = %(tenant)s AND id = %(id)s "
+    "AND kek_label = %(old_kek_label)s AND wrapped_blob = %(old_blob)s AND wrap_mechanism = %(old_mechanism)s"
 )
 _IMPORT_PLACEHOLDERS = ", ".join(f"%({c.strip()})s" for c in _IMPORT_COLUMNS.split(","))
 
@@ -357,6 +365,25 @@ class _PostgresReader:
             (tenant, key_id),
         )
         return [_row_to_version(row) for row in rows]
+
+    @_guarded
+    def list_versions_not_under_kek(
+        self, kek_label: str, *, after: tuple[str, str] | None = None, limit: int = 500
+    ) -> list[KeyVersion]:
+        # Across tenants, for master KEK rotation: no tenant lock (each rewrap is a blind
+        # compare-and-swap in its own transaction).
+        tenant, version_id = after or ("", "")
+        rows = self._all(
+            f"SELECT {_VERSION_COLUMNS} FROM key_versions "
+            "WHERE kek_label <> %s AND (tenant, id) > (%s, %s) ORDER BY tenant, id LIMIT %s",
+            (kek_label, tenant, version_id, limit),
+        )
+        return [_row_to_version(row) for row in rows]
+
+    @_guarded
+    def count_versions_by_kek(self) -> dict[str, int]:
+        rows = self._all("SELECT kek_label, COUNT(*) AS n FROM key_versions GROUP BY kek_label")
+        return {row["kek_label"]: int(row["n"]) for row in rows}
 
     @_guarded
     def get_import_token(self, tenant: str) -> ImportToken | None:
@@ -559,6 +586,14 @@ class _PostgresTransaction(_PostgresReader):
     @_guarded
     def add_version(self, version: KeyVersion) -> None:
         self._insert_version(version)
+
+    @_guarded
+    def replace_wrapped(self, tenant: str, version_id: str, expected: WrappedKey, new: WrappedKey) -> bool:
+        # READ COMMITTED: a concurrent rewrap of the same row makes this one wait, then re-check
+        # the WHERE against the committed row and match nothing (False), as in `update_key`.
+        _check_rewrap(expected, new)
+        cur = self._write(_REWRAP, _rewrap_params(tenant, version_id, expected, new))
+        return cur.rowcount == 1
 
     def _insert_version(self, version: KeyVersion) -> None:
         try:
@@ -980,6 +1015,18 @@ class PostgresStore:
     def list_versions(self, tenant: str, key_id: str) -> list[KeyVersion]:
         with self._reading() as r:
             return r.list_versions(tenant, key_id)
+
+    @_guarded
+    def list_versions_not_under_kek(
+        self, kek_label: str, *, after: tuple[str, str] | None = None, limit: int = 500
+    ) -> list[KeyVersion]:
+        with self._reading() as r:
+            return r.list_versions_not_under_kek(kek_label, after=after, limit=limit)
+
+    @_guarded
+    def count_versions_by_kek(self) -> dict[str, int]:
+        with self._reading() as r:
+            return r.count_versions_by_kek()
 
     @_guarded
     def get_import_token(self, tenant: str) -> ImportToken | None:

@@ -42,6 +42,7 @@ from hsmbridge.core.model import (
     ImportToken,
     Key,
     KeyVersion,
+    WrappedKey,
 )
 from hsmbridge.core.store import migrate as _migrate
 from hsmbridge.core.store._rows import (
@@ -52,10 +53,12 @@ from hsmbridge.core.store._rows import (
     _REGISTRATION_COLUMNS,
     _REGISTRATION_SELECT,
     _VERSION_COLUMNS,
+    _check_rewrap,
     _dt,
     _dt_opt,
     _key_params,
     _registration_params,
+    _rewrap_params,
     _row_to_key,
     _row_to_key_policy,
     _row_to_registration,
@@ -128,6 +131,14 @@ _KEY_UPDATE = (
     "UPDATE keys SET "
     + ", ".join(f"{c} = :{c}" for c in _KEY_UPDATABLE)
     + ", revision = revision + 1 WHERE tenant = :tenant AND id = :id AND revision = :revision"
+)
+
+#: Master KEK rotation's compare-and-swap: only the wrapping changes, and only if it is still
+#: exactly what the rotation read (see `_check_rewrap` for why length and kind must not change).
+_REWRAP = (
+    "UPDATE key_versions SET wrapped_blob = :blob, kek_label = :kek_label, wrap_mechanism = :mechanism "
+    "WHERE tenant = :tenant AND id = :id AND kek_label = :old_kek_label AND wrapped_blob = :old_blob "
+    "AND wrap_mechanism = :old_mechanism"
 )
 
 _IMPORT_PLACEHOLDERS = (
@@ -260,6 +271,23 @@ class _SqliteReader:
             (tenant, key_id),
         )
         return [_row_to_version(row) for row in rows]
+
+    @_guarded
+    def list_versions_not_under_kek(
+        self, kek_label: str, *, after: tuple[str, str] | None = None, limit: int = 500
+    ) -> list[KeyVersion]:
+        tenant, version_id = after or ("", "")
+        rows = self._all(
+            f"SELECT {_VERSION_COLUMNS} FROM key_versions "
+            "WHERE kek_label <> ? AND (tenant, id) > (?, ?) ORDER BY tenant, id LIMIT ?",
+            (kek_label, tenant, version_id, limit),
+        )
+        return [_row_to_version(row) for row in rows]
+
+    @_guarded
+    def count_versions_by_kek(self) -> dict[str, int]:
+        rows = self._all("SELECT kek_label, COUNT(*) AS n FROM key_versions GROUP BY kek_label")
+        return {row["kek_label"]: int(row["n"]) for row in rows}
 
     @_guarded
     def get_import_token(self, tenant: str) -> ImportToken | None:
@@ -453,6 +481,12 @@ class _SqliteTransaction(_SqliteReader):
     @_guarded
     def add_version(self, version: KeyVersion) -> None:
         self._insert_version(version)
+
+    @_guarded
+    def replace_wrapped(self, tenant: str, version_id: str, expected: WrappedKey, new: WrappedKey) -> bool:
+        _check_rewrap(expected, new)
+        cur = self._db().execute(_REWRAP, _rewrap_params(tenant, version_id, expected, new))
+        return cur.rowcount == 1
 
     def _insert_version(self, version: KeyVersion) -> None:
         try:
@@ -879,6 +913,18 @@ class SqliteStore:
     def list_versions(self, tenant: str, key_id: str) -> list[KeyVersion]:
         with self._reading() as r:
             return r.list_versions(tenant, key_id)
+
+    @_guarded
+    def list_versions_not_under_kek(
+        self, kek_label: str, *, after: tuple[str, str] | None = None, limit: int = 500
+    ) -> list[KeyVersion]:
+        with self._reading() as r:
+            return r.list_versions_not_under_kek(kek_label, after=after, limit=limit)
+
+    @_guarded
+    def count_versions_by_kek(self) -> dict[str, int]:
+        with self._reading() as r:
+            return r.count_versions_by_kek()
 
     @_guarded
     def get_import_token(self, tenant: str) -> ImportToken | None:
