@@ -19,6 +19,9 @@ Shape and why:
   per token is assumed (as for the store).
 - **Shutdown.** `close()` stops the refill thread (waiting for a keygen in flight) and destroys
   every unused keypair, so a graceful stop leaves no pool objects on the token.
+- **Refill after a pause.** The refill starts `refill_delay` (0.25 s) after the last take, so the
+  request that took a keypair finishes before a ≈1 s keygen competes with it for the CPU and the
+  token (measured: creation p90 18 → 9 ms, max 58 → 11–36 ms with two workers).
 - **Ageing.** A keypair older than `max_age` is destroyed rather than handed out, so a pool that is
   rarely used does not hand out keys generated long ago.
 """
@@ -77,6 +80,7 @@ class KeypairPool:
         workers: int = 1,
         max_age: float = DEFAULT_MAX_AGE,
         retry_delay: float = 5.0,
+        refill_delay: float = 0.25,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._backend = backend
@@ -86,6 +90,8 @@ class KeypairPool:
         self.workers = max(workers, 1)
         self.max_age = max_age
         self._retry_delay = retry_delay
+        self._refill_delay = refill_delay
+        self._last_take_wall = float("-inf")
         self._clock = clock
         self._ready: deque[PooledKeypair] = deque()
         self._cond = threading.Condition()
@@ -149,6 +155,7 @@ class KeypairPool:
                 self._misses += 1
             else:
                 self._taken += 1
+            self._last_take_wall = time.monotonic()
             self._cond.notify_all()
         for keypair in stale:
             self._destroy_quietly(keypair.object_id)
@@ -185,6 +192,13 @@ class KeypairPool:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._closed or len(self._ready) < self.size)
+                # Let the request that just took a keypair finish first: a keygen started at once
+                # competes with it for the CPU and the token (its p99 doubled in benchmarks).
+                while not self._closed:
+                    quiet = self._refill_delay - (time.monotonic() - self._last_take_wall)
+                    if quiet <= 0:
+                        break
+                    self._cond.wait(quiet)
                 if self._closed:
                     return
             object_id = f"{slot_prefix(self.worker)}{uuid.uuid4().hex}"
