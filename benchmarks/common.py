@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -238,8 +239,11 @@ def rest(base: str, method: str, path: str, body: Any = None, tenant: str = TENA
             "content-type": "application/json",
         },
     )
-    with urllib.request.urlopen(request, timeout=60) as response:
-        raw = response.read()
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as exc:  # say what the daemon answered
+        raise RuntimeError(f"{method} {path}: HTTP {exc.code}: {exc.read()[:500]!r}") from None
     return json.loads(raw) if raw else None
 
 
