@@ -24,9 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hsmbridge.errors import InvalidInput
+from hsmbridge.security.config import SecurityConfig
+from hsmbridge.security.tls import TlsConfig
 
 ENV_PREFIX = "HSMBRIDGE_"
 PIN_ENV = "HSMBRIDGE_HSM_PIN"
@@ -65,11 +75,35 @@ class HsmConfig(_Section):
 
 
 class StoreConfig(_Section):
-    path: str = "var/hsmbridge.db"
+    #: a path or ``sqlite:///abs/path`` (SQLite, the embedded default) or
+    #: ``postgresql://user:password@host/db`` (replicas share one PostgreSQL)
+    url: str = "var/hsmbridge.db"
+    #: older spelling of `url` (a SQLite path); wins when set
+    path: str | None = None
+    pool_min_size: int = Field(1, ge=1)
+    pool_max_size: int = Field(10, ge=1)
+
+    @property
+    def location(self) -> str:
+        return self.path or self.url
+
+    @model_validator(mode="after")
+    def _valid_location(self) -> StoreConfig:
+        from hsmbridge.core.store import parse_store_url
+
+        parse_store_url(self.location)  # ValueError never echoes the URL (it may hold a password)
+        return self
 
 
 class GrpcConfig(_Section):
+    #: HOST:PORT, or unix:/path for the sidecar case (see socket_mode)
     listen: str = "127.0.0.1:50051"
+    #: TLS, and mutual TLS with `client_ca_file` (client certificates map to principals through
+    #: [[security.mtls.clients]])
+    tls: TlsConfig | None = None
+    #: a unix socket's mode: 0o600 (the daemon's user only) or 0o660 (and `socket_group`)
+    socket_mode: int = 0o600
+    socket_group: str | None = None
 
 
 class RestConfig(_Section):
@@ -84,11 +118,15 @@ class RestConfig(_Section):
     access_log: bool = False
     #: seconds in-flight REST requests get to finish on shutdown
     shutdown_grace: float = Field(10.0, ge=0)
+    tls: TlsConfig | None = None
 
 
 class ServerConfig(_Section):
     #: development mode: trusts the caller's principal metadata; loopback only
     dev: bool = True
+    #: a non-development server refuses plaintext listeners off loopback unless told so here
+    #: (e.g. TLS terminated by a mesh sidecar in the same pod)
+    allow_plaintext_remote: bool = False
     sweep_interval: float = Field(60.0, gt=0)
     log_level: str = "INFO"
     #: worker processes sharing the ports (SO_REUSEPORT); 0 = one per core. SoftHSM2 scales with
@@ -114,6 +152,7 @@ class Config(_Section):
     rest: RestConfig = RestConfig()
     server: ServerConfig = ServerConfig()
     metrics: MetricsConfig = MetricsConfig()
+    security: SecurityConfig = SecurityConfig()
 
     def resolve_pin(self) -> str:
         env_pin = os.environ.get(PIN_ENV)

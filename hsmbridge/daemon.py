@@ -33,7 +33,7 @@ from typing import Any
 from hsmbridge import softhsm
 from hsmbridge.config import Config, dev_credentials
 from hsmbridge.core.services import Services
-from hsmbridge.core.store.sqlite import SqliteStore
+from hsmbridge.core.store.base import Store
 from hsmbridge.errors import InvalidInput
 from hsmbridge.grpc.context import DevAuthenticator
 from hsmbridge.grpc.interceptors import MetricsInterceptor
@@ -78,11 +78,20 @@ def hsm_settings(config: Config):  # type: ignore[no-untyped-def]
     )
 
 
-def open_store(config: Config) -> SqliteStore:
-    path = Path(config.store.path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    store = SqliteStore(path)
-    store.migrate()
+def open_store(config: Config) -> Store:
+    """SQLite by default, PostgreSQL for replicas (`store.url`); migrated before anything reads."""
+    from hsmbridge.core.store import open_store as open_store_at
+
+    store = open_store_at(
+        config.store.location,
+        pool_min_size=config.store.pool_min_size,
+        pool_max_size=config.store.pool_max_size,
+    )
+    try:
+        store.migrate()
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
@@ -159,11 +168,53 @@ def rest_socket(config: Config) -> socket.socket:
 
 def bind_grpc(server: Any, config: Config) -> str:
     """Add the gRPC listener to `server` (SO_REUSEPORT comes from the server options) and return
-    the bound HOST:PORT. The one place to extend with TLS credentials."""
-    port = server.add_insecure_port(config.grpc.listen)
+    the bound address: TLS/mTLS with `[grpc.tls]`, a unix socket for ``unix:/path`` (its mode is
+    set by `secure_grpc_socket` once the server started)."""
+    from hsmbridge.security.tls import grpc_server_credentials, prepare_unix_socket
+
+    listen = config.grpc.listen
+    if listen.startswith("unix:"):
+        listen = prepare_unix_socket(listen.removeprefix("unix:"), config.grpc.socket_mode)
+    if config.grpc.tls is not None:
+        port = server.add_secure_port(listen, grpc_server_credentials(config.grpc.tls))
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise InvalidInput(f"cannot listen on {config.grpc.listen}")
-    return f"{config.grpc.listen.rsplit(':', 1)[0]}:{port}"
+    if listen.startswith("unix:"):
+        return listen
+    return f"{listen.rsplit(':', 1)[0]}:{port}"
+
+
+def secure_grpc_socket(config: Config) -> None:
+    if config.grpc.listen.startswith("unix:"):
+        from hsmbridge.security.tls import secure_unix_socket
+
+        secure_unix_socket(config.grpc.listen, config.grpc.socket_mode, config.grpc.socket_group)
+
+
+def require_safe_listeners(config: Config) -> None:
+    """Development mode: loopback only. Otherwise: credentials must be configured, and a plaintext
+    listener off loopback needs `server.allow_plaintext_remote` (TLS terminated in front)."""
+    if config.server.dev:
+        require_loopback("gRPC", config.grpc.listen)
+        if config.rest.enabled:
+            require_loopback("REST", config.rest.listen)
+        return
+    if not config.security.has_credentials:
+        raise InvalidInput(
+            "no way to authenticate callers is configured: add [[security.tokens]], [security.jwt] or "
+            "[[security.mtls.clients]] (docs/operating.md), or run `hsmbridge dev` for development"
+        )
+    listeners = [("gRPC", config.grpc.listen, config.grpc.tls)]
+    if config.rest.enabled:
+        listeners.append(("REST", config.rest.listen, config.rest.tls))
+    for what, listen, tls in listeners:
+        if tls is None and not _is_loopback(listen) and not config.server.allow_plaintext_remote:
+            raise InvalidInput(
+                f"{what} would listen in plaintext on {listen}: configure [{what.lower()}.tls], a loopback "
+                "or unix-socket address, or set server.allow_plaintext_remote = true"
+            )
 
 
 def _url(sock: socket.socket) -> str:
@@ -181,9 +232,12 @@ def _uvicorn_server(app: Any, config: Config) -> Any:
         def capture_signals(self) -> Iterator[None]:
             yield
 
+    from hsmbridge.security.tls import uvicorn_ssl_kwargs
+
     return EmbeddedServer(
         uvicorn.Config(
             app,
+            **(uvicorn_ssl_kwargs(config.rest.tls) if config.rest.tls is not None else {}),
             log_config=None,
             access_log=config.rest.access_log,
             lifespan="off",
@@ -204,16 +258,23 @@ def rest_authenticator_for(config: Config) -> Any:
     return StaticTokenAuthenticator(credentials.tokens())
 
 
-async def _start_rest(
-    services: Services, config: Config, authenticator: Any, metrics: Metrics | None
-) -> tuple[Any, asyncio.Task[None], str]:
+def rest_app(
+    services: Services, config: Config, authenticator: Any, metrics: Metrics | None, gate: Any
+) -> Any:
     from hsmbridge.rest.app import create_app
     from hsmbridge.rest.representation import RenderContext
 
-    sock = rest_socket(config)
-    app = create_app(
-        services, authenticator, RenderContext(config.rest.region, config.rest.account), metrics=metrics
+    return create_app(
+        services,
+        authenticator,
+        RenderContext(config.rest.region, config.rest.account),
+        metrics=metrics,
+        gate=gate,
     )
+
+
+async def _start_rest(app: Any, config: Config) -> tuple[Any, asyncio.Task[None], str]:
+    sock = rest_socket(config)
     server = _uvicorn_server(app, config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="hsmbridge-rest")
     while not server.started:
@@ -299,14 +360,17 @@ async def serve(
     `role` this is the whole daemon (`serve --workers 1`, `dev`) and prints the listen lines; with
     one it is a worker under the supervisor.
     """
-    if not config.server.dev:
-        raise InvalidInput(
-            "only development mode (server.dev = true) is available until authentication is configured"
-        )
-    require_loopback("gRPC", config.grpc.listen)
+    require_safe_listeners(config)
     if config.rest.enabled:
-        require_loopback("REST", config.rest.listen)
         _split_listen(config.rest.listen)
+    from hsmbridge.security.config import build_authenticator, build_gate
+
+    gate = build_gate(config.security)
+    if config.server.dev:
+        grpc_authenticator: Any = DevAuthenticator()
+        rest_auth = rest_authenticator or (rest_authenticator_for(config) if config.rest.enabled else None)
+    else:
+        grpc_authenticator = rest_auth = rest_authenticator or build_authenticator(config.security)
     services = await asyncio.to_thread(open_services, config)
     metrics = Metrics() if config.metrics.enabled else None
     rest: tuple[Any, asyncio.Task[None], str] | None = None
@@ -319,16 +383,18 @@ async def serve(
         if pool is not None and metrics is not None:
             metrics.watch_keypair_pool(pool)
         interceptors = [MetricsInterceptor(metrics)] if metrics is not None else []
-        server, health = build_server(services, DevAuthenticator(), interceptors=interceptors)
+        app = rest_app(services, config, rest_auth, metrics, gate) if config.rest.enabled else None
+        server, health = build_server(
+            services, grpc_authenticator, rest_app=app, interceptors=interceptors, gate=gate
+        )
         addresses["grpc"] = bind_grpc(server, config)
-        if config.rest.enabled:
-            rest = await _start_rest(
-                services, config, rest_authenticator or rest_authenticator_for(config), metrics
-            )
+        if app is not None:
+            rest = await _start_rest(app, config)
             addresses["rest"] = rest[2]
         if metrics is not None:
             metrics_http, addresses["metrics"] = start_metrics_http(metrics, config)
         await server.start()
+        secure_grpc_socket(config)
     except BaseException:
         if rest is not None:
             rest[0].should_exit = True
