@@ -57,8 +57,19 @@ def main() -> int:
     module = softhsm.find_module()
     assert module, "SoftHSM2 is not installed"
     pin = Path(os.environ["HSMBRIDGE_HSM__PIN_FILE"]).read_text().strip()
+    import pkcs11
+
     lib = Pkcs11Library.load(module)
-    token = lib.lib.get_token(token_label=args.token)
+    for attempt in range(10):
+        # SoftHSM2 now and then answers CKR_GENERAL_ERROR when two processes read the token
+        # directory at the same moment (two of these start together): try again
+        try:
+            token = lib.lib.get_token(token_label=args.token)
+            break
+        except pkcs11.GeneralError:
+            if attempt == 9:
+                raise
+            time.sleep(0.2)
     results: dict[str, list[float]] = {}
     with token.open(rw=True, user_pin=pin) as session:
         if args.what == "count":
