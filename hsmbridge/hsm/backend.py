@@ -2,7 +2,10 @@
 
 Shape of the objects this creates on the token:
 
-- the **master KEK**: an AES-256 token object found by label, created only by `hsmbridge init`;
+- the **master KEK**: an AES-256 token object found by label, created only by `hsmbridge init`
+  (and by master KEK rotation, hsmbridge/kek_rotation.py). New material is wrapped under the
+  configured `kek_label`; stored material is unwrapped under the KEK its `WrappedKey.kek_label`
+  names, so versions under the old and the new KEK both work while a rotation runs;
 - **import keypairs**: RSA token objects (`CKA_ID` = the import token's object id), because an
   import token must survive a daemon restart until it expires; the public half is a session object
   (the store keeps its DER);
@@ -135,9 +138,10 @@ class Pkcs11Backend:
             checkout_timeout=settings.checkout_timeout,
         )
         self.cache = HandleCache(settings.cache_size)
-        self._login_kek: Any = None
+        #: KEK label → that KEK as seen from the login session, valid for `_login_generation`
+        self._login_keks: dict[str, Any] = {}
         self._login_generation = -1
-        self._ensure_kek(create=create_kek)
+        self.ensure_kek(settings.kek_label, create=create_kek)
         with self.pool.checkout() as pooled:
             self._capabilities = capability_probe.probe(
                 pooled.session, self._kek(pooled), oaep_sha256_fallback=settings.oaep_sha256_fallback
@@ -153,26 +157,32 @@ class Pkcs11Backend:
 
     # -- set-up --------------------------------------------------------------------------------
 
-    def _kek_template(self) -> dict[Attribute, Any]:
-        return {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: self.settings.kek_label}
+    @staticmethod
+    def _kek_template(label: str) -> dict[Attribute, Any]:
+        return {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label}
 
-    def _ensure_kek(self, *, create: bool) -> None:
-        with self.pool.checkout() as pooled:
-            found = list(pooled.session.get_objects(self._kek_template()))
+    def ensure_kek(self, label: str, *, create: bool) -> bool:
+        """Find the master KEK `label` on the token, creating it if asked; True if created.
+
+        Public for master KEK rotation (hsmbridge/kek_rotation.py), which creates the next KEK
+        with exactly the attributes `hsmbridge init` gives the first one.
+        """
+
+        def op(pooled: PooledSession) -> bool:
+            found = list(pooled.session.get_objects(self._kek_template(label)))
             if len(found) > 1:
-                raise InvalidInput(f"several objects are labelled {self.settings.kek_label!r} on the token")
+                raise InvalidInput(f"several objects are labelled {label!r} on the token")
             if found:
-                return
+                return False
             if not create:
                 raise NotFound(
-                    f"master KEK {self.settings.kek_label!r} not found on the token; "
-                    "create it with `hsmbridge init`",
+                    f"master KEK {label!r} not found on the token; create it with `hsmbridge init`",
                     reason=Reason.NOT_FOUND,
                 )
             pooled.session.generate_key(
                 KeyType.AES,
                 256,
-                label=self.settings.kek_label,
+                label=label,
                 store=True,
                 template={
                     Attribute.TOKEN: True,
@@ -186,7 +196,11 @@ class Pkcs11Backend:
                     Attribute.MODIFIABLE: False,
                 },
             )
-            log.info("created master KEK %r on the token", self.settings.kek_label)
+            log.info("created master KEK %r on the token", label)
+            return True
+
+        # Retried: a second attempt looks the label up first, so it never makes a second KEK.
+        return self._run("ensure-kek", op)
 
     def _check_capabilities(self) -> None:
         caps = self._capabilities
@@ -198,17 +212,40 @@ class Pkcs11Backend:
         if missing:
             raise Unsupported(f"the token cannot do {', '.join(missing)}, which hsmbridge requires")
 
-    def _find_kek(self, session: Any) -> Any:
+    def _find_kek(self, session: Any, label: str) -> Any:
         try:
-            return session.get_key(object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label)
+            return session.get_key(object_class=ObjectClass.SECRET_KEY, label=label)
         except pkcs11.NoSuchKey:
-            # It was there at start-up: the token restarted or is failing over, not misconfigured.
-            raise StaleTokenView() from None
+            pass
+        if label != self.settings.kek_label:
+            # Another KEK than ours (a version not yet, or no longer, under the configured one):
+            # if ours is still visible the token's view is fine, and that KEK is really gone.
+            try:
+                session.get_key(object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label)
+            except pkcs11.NoSuchKey:
+                pass
+            else:
+                raise InternalError(
+                    f"key material is wrapped under master KEK {label!r}, which is not on the token; "
+                    "restore that KEK, or rotate before destroying it"
+                )
+        # Ours was there at start-up: the token restarted or is failing over, not misconfigured.
+        raise StaleTokenView()
 
-    def _kek(self, pooled: PooledSession) -> Any:
-        if pooled.kek is None:
-            pooled.kek = self._find_kek(pooled.session)
-        return pooled.kek
+    def _kek(self, pooled: PooledSession, label: str | None = None) -> Any:
+        """The KEK `label` (default: the configured one, which wraps all new material) as seen
+        from this session. Stored versions name their own KEK, so during a master KEK rotation
+        material under the old and the new KEK both unwrap."""
+        label = label or self.settings.kek_label
+        kek = pooled.keks.get(label)
+        if kek is None:
+            kek = pooled.keks[label] = self._find_kek(pooled.session, label)
+        return kek
+
+    def kek_trusted(self, label: str) -> bool:
+        """Is the KEK `label` `CKA_TRUSTED`? Where ours is, transient keys carry
+        `CKA_WRAP_WITH_TRUSTED`, so a rotation target that is not trusted could wrap nothing."""
+        return self._run("kek-trusted", lambda pooled: bool(self._kek(pooled, label)[Attribute.TRUSTED]))
 
     def _transient_template(self, *, decrypt: bool = False) -> dict[Attribute, Any]:
         """Keys that exist only to be wrapped under the KEK (and, on import, to open the nonce)."""
@@ -245,16 +282,16 @@ class Pkcs11Backend:
             self.pool.replace(pooled)
         elif recovery is Recovery.RELOAD_OBJECT:
             pooled.keys.clear()
-            pooled.kek = None
+            pooled.keks.clear()
             with self.pool.login_lock:
-                self._login_kek = None
+                self._login_keks.clear()
                 self._destroy_cached(self.cache.clear())
         elif recovery is Recovery.REINITIALIZE:
             self.pool.replace(pooled)
             self.library.reinitialize(self.pool.generation)
             self.pool.rebuild()
             self.cache.clear()  # the objects died with the old generation
-            self._login_kek = None
+            self._login_keks.clear()
 
     # -- cached use keys -------------------------------------------------------------------------
 
@@ -284,11 +321,15 @@ class Pkcs11Backend:
             entry = self.cache.acquire(ref.version_id, self.pool.generation, count_miss=False)
             if entry is not None:
                 return entry
-            if self._login_kek is None or self._login_generation != self.pool.generation:
-                self._login_kek = self._find_kek(self.pool.login)
+            if self._login_generation != self.pool.generation:
+                self._login_keks.clear()
                 self._login_generation = self.pool.generation
+            label = ref.wrapped.kek_label
+            kek = self._login_keks.get(label)
+            if kek is None:
+                kek = self._login_keks[label] = self._find_kek(self.pool.login, label)
             load_id = next_load_id()
-            obj = self._login_kek.unwrap_key(
+            obj = kek.unwrap_key(
                 ObjectClass.SECRET_KEY,
                 KeyType.AES,
                 ref.wrapped.blob,
@@ -397,12 +438,47 @@ class Pkcs11Backend:
 
         return self._run("wrap-material", op)
 
+    def rewrap(self, wrapped: WrappedKey, kek_label: str) -> WrappedKey:
+        """The same material wrapped under the KEK `kek_label` instead (master KEK rotation).
+
+        Inside the HSM: unwrap under the version's own KEK into a transient session object
+        (sensitive, extractable only to be wrapped, `CKA_WRAP_WITH_TRUSTED` where the KEK is
+        trusted), wrap it under the new KEK, destroy it. The material never leaves the HSM in
+        the clear, whatever its kind.
+        """
+        if wrapped.kek_label == kek_label:
+            return wrapped
+        if wrapped.mechanism != KWP.name:
+            raise Unsupported(f"cannot rewrap material wrapped with {wrapped.mechanism}")
+        kind = MaterialKind(wrapped.kind)
+        key_type = KeyType.AES if kind is MaterialKind.AES else KeyType.GENERIC_SECRET
+
+        def op(pooled: PooledSession) -> WrappedKey:
+            old, new = self._kek(pooled, wrapped.kek_label), self._kek(pooled, kek_label)
+            obj = old.unwrap_key(
+                ObjectClass.SECRET_KEY,
+                key_type,
+                wrapped.blob,
+                mechanism=KWP,
+                store=False,
+                template=self._transient_template(),
+            )
+            try:
+                # A generic secret whose length is not a multiple of 8 comes back from SoftHSM2
+                # with its RFC 5649 padding; `wrapped.length` stays the truth (reveal_secret).
+                blob = bytes(new.wrap_key(obj, mechanism=KWP))
+            finally:
+                obj.destroy()
+            return WrappedKey(blob, wrapped.length, kek_label, wrapped.mechanism, kind.value)
+
+        return self._run("rewrap", op)
+
     def reveal_secret(self, wrapped: WrappedKey) -> bytearray:
         if wrapped.kind != MaterialKind.SECRET:
             raise PermissionDenied("root key material never leaves the HSM")
 
         def op(pooled: PooledSession) -> bytearray:
-            obj = self._kek(pooled).unwrap_key(
+            obj = self._kek(pooled, wrapped.kek_label).unwrap_key(
                 ObjectClass.SECRET_KEY,
                 KeyType.GENERIC_SECRET,
                 wrapped.blob,

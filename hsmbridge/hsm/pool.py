@@ -41,7 +41,8 @@ class PooledSession:
     generation: int
     #: cached-key load id → that key's object as seen from this session
     keys: dict[int, Any] = field(default_factory=dict)
-    kek: Any = None
+    #: KEK label → that KEK as seen from this session (more than one while the master KEK rotates)
+    keks: dict[str, Any] = field(default_factory=dict)
     broken: bool = False
 
 
