@@ -82,21 +82,31 @@ class KeySpec:
 
 
 class _VersionCache:
-    def __init__(self, capacity: int = 10_000) -> None:
-        self._items: OrderedDict[str, KeyVersion] = OrderedDict()
+    """Key versions by id, for `ttl` seconds. A version's material never changes, but its
+    *wrapping* does when the master KEK is rotated (kek_rotation.py): the TTL bounds how long a
+    daemon keeps unwrapping through the old KEK, so the old KEK may be destroyed `ttl` seconds
+    after the last rotation run without restarting anything."""
+
+    def __init__(self, capacity: int = 10_000, ttl: float = 60.0) -> None:
+        self._items: OrderedDict[str, tuple[float, KeyVersion]] = OrderedDict()
         self._capacity = capacity
+        self.ttl = ttl
         self._lock = threading.Lock()
 
     def get(self, version_id: str) -> KeyVersion | None:
         with self._lock:
-            version = self._items.get(version_id)
-            if version is not None:
-                self._items.move_to_end(version_id)
-            return version
+            item = self._items.get(version_id)
+            if item is None:
+                return None
+            if item[0] < time.monotonic():
+                del self._items[version_id]
+                return None
+            self._items.move_to_end(version_id)
+            return item[1]
 
     def put(self, version: KeyVersion) -> None:
         with self._lock:
-            self._items[version.id] = version
+            self._items[version.id] = (time.monotonic() + self.ttl, version)
             if len(self._items) > self._capacity:
                 self._items.popitem(last=False)
 
