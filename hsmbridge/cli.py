@@ -187,6 +187,78 @@ def cmd_hsm_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rotate_kek(args: argparse.Namespace) -> int:
+    """Rewrap every stored key version under a new master KEK while daemons keep serving."""
+    import signal
+    import threading
+    from dataclasses import replace
+
+    from hsmbridge import daemon
+    from hsmbridge.hsm.backend import Pkcs11Backend
+    from hsmbridge.kek_rotation import format_progress, rotate_master_kek
+
+    cfg = _config(args)
+    daemon.prepare_environment(cfg)
+    settings = daemon.hsm_settings(cfg)
+    backend = Pkcs11Backend(replace(settings, pool_size=max(settings.pool_size, args.workers + 1)))
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        store = daemon.open_store(cfg)
+        try:
+            report = rotate_master_kek(
+                (store, backend),
+                args.new_label,
+                progress=lambda p: print(format_progress(p), flush=True),
+                stop=stop,
+                create_only=args.create_only,
+                batch_size=args.batch_size,
+                workers=args.workers,
+            )
+        finally:
+            store.close()
+    finally:
+        backend.close()
+    print(f"master KEK {args.new_label!r}: {'created' if report.created_kek else 'present'}")
+    if args.create_only:
+        return 0
+    print(
+        f"rewrapped {report.rewrapped}, skipped {report.skipped}, failed {len(report.failures)}"
+        f"{', interrupted' if report.interrupted else ''} in {report.elapsed:.1f} s"
+    )
+    for tenant, version_id, message in report.failures:
+        print(f"  failed: tenant {tenant} version {version_id}: {message}")
+    for label, count in sorted(report.by_kek.items()):
+        print(f"  {label}: {count} version(s)")
+    if not report.complete:
+        print("not complete: run the same command again to continue", file=sys.stderr)
+    return 0 if report.complete else 1
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """A probe for Kubernetes exec checks: no configuration, no PKCS#11, writes nothing."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    target = f"unix:{args.socket}" if args.socket else args.address
+    if not target:
+        print("hsmbridge health: give --socket PATH or --address HOST:PORT", file=sys.stderr)
+        return 2
+    try:
+        with grpc.insecure_channel(target) as channel:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+    except grpc.RpcError as err:
+        print(f"hsmbridge health: {err.code().name}", file=sys.stderr)
+        return 2
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(status)
+    if args.live:
+        return 0  # any answer: the process is alive (an HSM outage makes it unready, not dead)
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="hsmbridge", description="A PKCS#11 HSM behind gRPC and a Key Protect API"
@@ -231,6 +303,20 @@ def parser() -> argparse.ArgumentParser:
     info = sub.add_parser("hsm-info", help="show the module, token and probed capabilities")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_hsm_info)
+    rotate = sub.add_parser("rotate-kek", help="rewrap every stored key version under a new master KEK")
+    rotate.add_argument("--new-label", required=True, help="label of the new master KEK (created if missing)")
+    rotate.add_argument("--create-only", action="store_true", help="only create the new KEK")
+    rotate.add_argument("--batch-size", type=int, default=256)
+    rotate.add_argument("--workers", type=int, default=4)
+    rotate.set_defaults(func=cmd_rotate_kek)
+    probe = sub.add_parser("health", help="check a daemon's gRPC health (for container probes)")
+    where = probe.add_mutually_exclusive_group()
+    where.add_argument("--socket", help="the daemon's unix socket path")
+    where.add_argument("--address", help="HOST:PORT of the daemon's gRPC (or health) listener")
+    probe.add_argument("--service", default="", help="health service name (default: the whole server)")
+    probe.add_argument("--timeout", type=float, default=3.0)
+    probe.add_argument("--live", action="store_true", help="liveness: any answer means alive")
+    probe.set_defaults(func=cmd_health)
     return p
 
 

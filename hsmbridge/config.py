@@ -104,6 +104,9 @@ class GrpcConfig(_Section):
     #: a unix socket's mode: 0o600 (the daemon's user only) or 0o660 (and `socket_group`)
     socket_mode: int = 0o600
     socket_group: str | None = None
+    #: a plaintext listener serving only grpc.health.v1.Health (it mirrors the main server's
+    #: status): Kubernetes `grpc:` probes cannot present a client certificate to an mTLS port
+    health_listen: str | None = None
 
 
 class RestConfig(_Section):
@@ -127,6 +130,8 @@ class ServerConfig(_Section):
     #: a non-development server refuses plaintext listeners off loopback unless told so here
     #: (e.g. TLS terminated by a mesh sidecar in the same pod)
     allow_plaintext_remote: bool = False
+    #: seconds between readiness checks (HSM session answers, master KEK found, store answers)
+    readiness_interval: float = Field(5.0, gt=0)
     sweep_interval: float = Field(60.0, gt=0)
     log_level: str = "INFO"
     #: worker processes sharing the ports (SO_REUSEPORT); 0 = one per core. SoftHSM2 scales with

@@ -186,6 +186,47 @@ def bind_grpc(server: Any, config: Config) -> str:
     return f"{listen.rsplit(':', 1)[0]}:{port}"
 
 
+def check_ready(services: Services) -> bool:
+    """Readiness: the store answers, the HSM answers on a session, and the master KEK is there.
+    Liveness is separate (the ``liveness`` health service answers while the loop runs), so an
+    HSM outage makes a pod unready instead of getting it restarted."""
+    backend: Any = services.backend
+    try:
+        services.store.ping()
+        backend.random(1)
+        backend.ensure_kek(backend.settings.kek_label, create=False)
+    except Exception as exc:
+        log.warning("not ready: %s", type(exc).__name__)
+        return False
+    return True
+
+
+async def _watch_readiness(services: Services, health: Any, interval: float) -> None:
+    serving = True
+    while True:
+        await asyncio.sleep(interval)
+        ready = await asyncio.to_thread(check_ready, services)
+        if ready != serving:
+            serving = ready
+            log.warning("readiness: %s", "SERVING" if ready else "NOT_SERVING")
+            await mark_serving(health, ready)
+
+
+async def _start_health_listener(health: Any, config: Config) -> Any:
+    """`grpc.health_listen`: the health service alone, in plaintext, for probes."""
+    import grpc
+    from grpc_health.v1 import health_pb2_grpc
+
+    if not config.grpc.health_listen:
+        return None
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if server.add_insecure_port(config.grpc.health_listen) == 0:
+        raise InvalidInput(f"cannot listen on {config.grpc.health_listen} for grpc.health_listen")
+    await server.start()
+    return server
+
+
 def secure_grpc_socket(config: Config) -> None:
     if config.grpc.listen.startswith("unix:"):
         from hsmbridge.security.tls import secure_unix_socket
@@ -404,6 +445,11 @@ async def serve(
         await asyncio.to_thread(_close_services, services)
         raise
     await mark_serving(health, True)
+    from grpc_health.v1 import health_pb2
+
+    await health.set("liveness", health_pb2.HealthCheckResponse.SERVING)
+    health_server = await _start_health_listener(health, config)
+    readiness = asyncio.create_task(_watch_readiness(services, health, config.server.readiness_interval))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -435,6 +481,9 @@ async def serve(
             loop.remove_reader(role.lifeline_fd)
         await mark_serving(health, False)
         sweeper.cancel()
+        readiness.cancel()
+        if health_server is not None:
+            await health_server.stop(None)
         if rest is not None:
             rest[0].should_exit = True
         await asyncio.gather(

@@ -68,9 +68,7 @@ def _listen(value: Any) -> None:
 #: Keys the deploy configs and docs use that `hsmbridge.config.Config` does not define yet, each
 #: with the check standing in for it. Once `Config` knows a key, `Config` validates it instead
 #: (`_known`) and the test below asks for the entry to be dropped.
-PENDING: dict[tuple[str, ...], Callable[[Any], None]] = {
-    ("grpc", "health_listen"): _listen,
-}
+PENDING: dict[tuple[str, ...], Callable[[Any], None]] = {}
 
 
 def _known(path: tuple[str, ...]) -> bool:

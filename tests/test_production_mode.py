@@ -20,6 +20,14 @@ pytestmark = pytest.mark.softhsm
 INSTANCE = "prod-instance"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="module")
 def prod(
     softhsm_token: dict[str, str], hsm_backend: object, tmp_path_factory: pytest.TempPathFactory
@@ -58,10 +66,42 @@ path = "{audit}"
         workdir,
         HSMBRIDGE_CONFIG=str(config),
         HSMBRIDGE_GRPC__LISTEN=f"unix:{workdir}/run/grpc.sock",
+        HSMBRIDGE_GRPC__HEALTH_LISTEN=f"127.0.0.1:{_free_port()}",
     )
     d.start()
     yield d, {"writer": writer, "reader": reader}, audit
     d.stop()
+
+
+def test_health_probes_answer_on_the_socket_and_the_health_listener(
+    prod: tuple[Daemon, dict[str, str], Path],
+) -> None:
+    """`hsmbridge health` is what the Kubernetes exec probes run; the plaintext health listener
+    serves `grpc:` probes that cannot do mTLS. Neither needs credentials, neither serves data."""
+    import subprocess
+    import sys
+
+    daemon, _, _ = prod
+
+    def probe(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hsmbridge.cli", "health", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+
+    socket_path = daemon.address.removeprefix("unix:")
+    ready = probe("--socket", socket_path)
+    assert ready.returncode == 0 and ready.stdout.strip() == "SERVING"
+    assert probe("--socket", socket_path, "--service", "liveness", "--live").returncode == 0
+    assert probe("--address", daemon.env["HSMBRIDGE_GRPC__HEALTH_LISTEN"]).returncode == 0
+    assert probe("--socket", socket_path + ".missing", "--timeout", "1").returncode == 2
+    channel = grpc.insecure_channel(daemon.env["HSMBRIDGE_GRPC__HEALTH_LISTEN"])
+    with pytest.raises(grpc.RpcError) as err:  # the health listener serves nothing else
+        keys_pb2_grpc.KeyServiceStub(channel).GetKey(keys_pb2.GetKeyRequest(key_id="x"), timeout=5)
+    assert err.value.code() is grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_grpc_listens_on_a_unix_socket_only_its_owner_can_open(
