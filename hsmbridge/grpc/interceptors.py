@@ -91,14 +91,22 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         if inspect.isasyncgenfunction(inner):
 
             async def streaming(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                # Recorded from the RPC's done-callback: when a client cancels while this
+                # generator is suspended at a yield, grpc cancels its own task and the generator
+                # is only finalised whenever garbage collection gets to it.
                 started = clock()
-                try:
-                    async for response in inner(request, context):
-                        yield response
-                except BaseException:
-                    record(method, _code(context, "CANCELLED"), started)
-                    raise
-                record(method, _code(context, _OK), started)
+                recorded = False
+
+                def finish(_: Any = None) -> None:
+                    nonlocal recorded
+                    if not recorded:
+                        recorded = True
+                        default = "CANCELLED" if context.cancelled() else _OK
+                        record(method, _code(context, default), started)
+
+                context.add_done_callback(finish)
+                async for response in inner(request, context):
+                    yield response
 
             behaviour: Callable[..., Any] = streaming
         else:

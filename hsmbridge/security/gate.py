@@ -109,7 +109,10 @@ class SecurityGate:
             try:
                 yield record
             finally:
-                _CURRENT.reset(token)
+                # An async generator closed by the event loop's finaliser runs this in another
+                # context, where the token cannot be reset (and the variable is not ours anyway).
+                with contextlib.suppress(ValueError):
+                    _CURRENT.reset(token)
         except BaseException as exc:
             self._emit(record, exc)
             raise
