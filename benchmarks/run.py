@@ -62,6 +62,7 @@ from benchmarks.common import (
 )
 
 AAD = "0123456789abcdef"  # 16 bytes
+IMPORT_ANOMALIES: list[str] = []
 CONCURRENCY = (1, 16, 64)
 REST_CONNECTIONS = 32
 
@@ -396,7 +397,10 @@ def main() -> int:
     )
     try:
         assert echo.stdout is not None
-        echo_address = echo.stdout.readline().rsplit(" ", 1)[1].strip()
+        line = echo.stdout.readline()
+        if "listening on" not in line:
+            raise RuntimeError(f"benchmarks.echo did not start (exit status {echo.poll()})")
+        echo_address = line.rsplit(" ", 1)[1].strip()
         from hsmbridge.v1 import crypto_pb2
 
         echo_body = grpc_frame(
@@ -572,6 +576,11 @@ def main() -> int:
         "cannot reach twice that; the load generator's share is in the target row."
     )
 
+    if IMPORT_ANOMALIES:
+        report.notes.append(
+            f"Import set-up: {len(IMPORT_ANOMALIES)} transient IMPORT_TOKEN_NOT_FOUND answer(s) to the first "
+            "import after creating a token (retried): " + "; ".join(IMPORT_ANOMALIES[:3])
+        )
     elapsed = time.monotonic() - started
     machine_lines = "\n".join(f"- {k}: {v}" for k, v in info.items())
     text = (
@@ -618,7 +627,18 @@ def import_load(d: Daemon, ws: Workspace, seconds: float, pids: list[int]) -> Lo
             }
         ],
     }
-    rest(d.rest, "POST", "/api/v2/keys", body, tenant=tenant)  # once in Python: fails loudly if wrong
+    for attempt in range(1, 6):  # once in Python: fails loudly if the body is wrong
+        try:
+            rest(d.rest, "POST", "/api/v2/keys", body, tenant=tenant)
+            break
+        except RuntimeError as exc:
+            # Seen in full runs with 2 workers, not reproduced in isolation: the import fails
+            # with IMPORT_TOKEN_NOT_FOUND right after the token was created and retrieved.
+            # Record it (docs/BENCHMARKS.md) and retry, rather than lose the whole run.
+            if "IMPORT_TOKEN_NOT_FOUND" not in str(exc) or attempt == 5:
+                raise
+            IMPORT_ANOMALIES.append(f"attempt {attempt}: {exc}"[:200])
+            time.sleep(0.5)
     wait_pool_full(d)  # the token took a pooled keypair: let the refill finish first
     return wrk(
         f"{d.rest}/api/v2/keys",
