@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hsmbridge.config import DEV_TOKEN_ENV, Config, dev_credentials
-from hsmbridge.daemon import _split_listen, require_loopback, reuseport_socket
+from hsmbridge.daemon import _split_listen, require_safe_listeners, reuseport_socket
 from hsmbridge.errors import InvalidInput
 
 log = logging.getLogger("hsmbridge.supervisor")
@@ -117,14 +117,14 @@ class Supervisor:
 
     def _check(self) -> None:
         """The same refusals a single-process daemon makes, made once, before any worker starts."""
-        if not self.config.server.dev:
-            raise InvalidInput(
-                "only development mode (server.dev = true) is available until authentication is configured"
-            )
-        require_loopback("gRPC", self.config.grpc.listen)
+        require_safe_listeners(self.config)
         if self.config.rest.enabled:
-            require_loopback("REST", self.config.rest.listen)
             _split_listen(self.config.rest.listen)
+        if self.config.grpc.listen.startswith("unix:"):
+            raise InvalidInput(
+                "a unix-socket gRPC listener cannot be shared by worker processes: run "
+                "`serve --workers 1` (a sidecar needs one) or listen on TCP"
+            )
 
     def _reserve(self, listen: str, what: str) -> str:
         sock = reuseport_socket(listen, what, backlog=None)
@@ -135,8 +135,13 @@ class Supervisor:
         self._check()
         env = {k: v for k, v in os.environ.items()}
         env["HSMBRIDGE_GRPC__LISTEN"] = self._reserve(self.config.grpc.listen, "gRPC")
+        if self.config.grpc.health_listen:
+            env["HSMBRIDGE_GRPC__HEALTH_LISTEN"] = self._reserve(
+                self.config.grpc.health_listen, "grpc.health_listen"
+            )
         if self.config.rest.enabled:
             env["HSMBRIDGE_REST__LISTEN"] = self._reserve(self.config.rest.listen, "REST")
+        if self.config.rest.enabled and self.config.server.dev:
             credentials = dev_credentials()
             if credentials.token_generated:
                 # every worker must accept the same token: choose it once, here

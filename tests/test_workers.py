@@ -238,3 +238,24 @@ def test_workers_stop_by_themselves_when_the_supervisor_is_killed(
     daemon.proc.wait(timeout=30)
     eventually(lambda: all(gone(w) for w in workers), "the orphaned workers to exit")
     assert token_objects(hsm_backend) <= before
+
+
+def test_a_unix_socket_listener_is_refused_with_several_workers(
+    softhsm_token: dict[str, str], tmp_path: Path
+) -> None:
+    """Worker processes share TCP ports through SO_REUSEPORT; a unix socket has no such sharing,
+    so the supervisor says what to do instead of starting workers that would fight over it."""
+    import subprocess
+    import sys
+
+    daemon = Daemon(softhsm_token, tmp_path, HSMBRIDGE_GRPC__LISTEN=f"unix:{tmp_path / 'grpc.sock'}")
+    result = subprocess.run(
+        [sys.executable, "-m", "hsmbridge.cli", "serve", "--workers", "2"],
+        cwd=tmp_path,
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--workers 1" in result.stderr and "Traceback" not in result.stderr
