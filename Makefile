@@ -2,7 +2,7 @@
 #   make run    install what is missing, then the dev server (SoftHSM2 token + KEK, gRPC + REST)
 #   make test   the same installs, then proto freshness, lint and the whole test suite
 #   make bench  the same installs plus the load generators (h2load, wrk) and OpenBao, then every
-#               benchmark of docs/BENCHMARKS.md with its table and target ratios (~10 min)
+#               benchmark of docs/BENCHMARKS.md with its table and target ratios (6-8 min)
 #   make soak   10 minutes at a steady rate on two workers: flat RSS, constant HSM objects
 PYTHON ?= python3
 VENV   ?= .venv
