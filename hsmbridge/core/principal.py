@@ -14,6 +14,9 @@ from hsmbridge.errors import InvalidInput, Reason
 
 ANONYMOUS_DEV_PRINCIPAL = "dev"
 _MAX_TENANT = 128
+#: Tenants under this prefix belong to hsmbridge itself (sealing keys, …): no transport can name
+#: one, because only a context whose principal *is* `SYSTEM_PRINCIPAL` may carry it.
+RESERVED_TENANT_PREFIX = "hsmbridge:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,12 @@ class CallContext:
                 reason=Reason.INVALID_FIELD,
                 target="bluemix-instance",
             )
+        if self.tenant.startswith(RESERVED_TENANT_PREFIX) and self.principal is not SYSTEM_PRINCIPAL:
+            raise InvalidInput(
+                f"instance ids starting with {RESERVED_TENANT_PREFIX!r} are reserved",
+                reason=Reason.INVALID_FIELD,
+                target="bluemix-instance",
+            )
 
     @property
     def actor(self) -> str:
@@ -46,3 +55,9 @@ class CallContext:
     def used(self, key_id: str, version_id: str | None = None) -> None:
         if self.observer is not None:
             self.observer(key_id, version_id)
+
+
+#: hsmbridge acting on its own behalf (sealing keys, scheduled work). Compared by identity: a
+#: principal an authenticator builds with the same id is a different object and gets no privilege.
+SYSTEM_PRINCIPAL = Principal("hsmbridge:system")
+SYSTEM_TENANT = RESERVED_TENANT_PREFIX + "system"

@@ -12,6 +12,7 @@ from hsmbridge.core.key_rings import KeyRingService
 from hsmbridge.core.keys import KeyService
 from hsmbridge.core.policies import InstancePolicyService, KeyPolicyService
 from hsmbridge.core.registrations import RegistrationService
+from hsmbridge.core.sealing import Sealer
 from hsmbridge.core.store.base import Store
 
 
@@ -30,6 +31,7 @@ class Services:
 
     def __post_init__(self) -> None:
         self.batches = BatchEnvelopeService(self.keys, self.backend)
+        self.sealer = Sealer(self.keys, self.envelopes)
 
     @classmethod
     def build(cls, store: Store, backend: CryptoBackend, clock: Clock | None = None) -> Services:
