@@ -133,6 +133,11 @@ class ServerConfig(_Section):
     #: seconds between readiness checks (HSM session answers, master KEK found, store answers)
     readiness_interval: float = Field(5.0, gt=0)
     sweep_interval: float = Field(60.0, gt=0)
+    #: rotate keys whose rotation policy is due (core/rotation_scheduler.py)
+    auto_rotation: bool = True
+    #: seconds between rotation scans; under a day, so a due key rotates within Key Protect's
+    #: 24-hour window
+    rotation_interval: float = Field(900.0, gt=0, lt=86400)
     log_level: str = "INFO"
     #: worker processes sharing the ports (SO_REUSEPORT); 0 = one per core. SoftHSM2 scales with
     #: processes, not threads. 1 runs everything in this process, without a supervisor.

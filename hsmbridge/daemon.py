@@ -338,6 +338,33 @@ async def _sweep(services: Services, interval: float) -> None:
             log.warning("import token sweep failed: %s", type(exc).__name__)
 
 
+def _rotation_scheduler(
+    services: Services, gate: Any, metrics: Metrics | None, role: WorkerRole | None
+) -> Any:
+    """Worker 0 of each daemon scans (its siblings share its store, so more scanners would only
+    lose claims); replicas each scan, and the store claim makes every rotation happen once."""
+    from hsmbridge.core.rotation_scheduler import RotationScheduler
+    from hsmbridge.security.system_audit import RotationAuditLog
+
+    if role is not None and role.index != 0:
+        return None
+    scheduler = RotationScheduler(
+        services.store, services.keys, services.clock, audit=RotationAuditLog(gate.audit)
+    )
+    if metrics is not None:
+        metrics.watch_rotation_scheduler(scheduler)
+    return scheduler
+
+
+async def _rotate_due_keys(scheduler: Any, interval: float) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(scheduler.run_once)
+        except Exception as exc:
+            log.warning("rotation scan failed: %s", type(exc).__name__)
+        await asyncio.sleep(interval)
+
+
 @dataclass(frozen=True)
 class WorkerRole:
     """How a worker process started by the supervisor (hsmbridge/supervisor.py) differs from a
@@ -458,6 +485,12 @@ async def serve(
     if role is not None and role.lifeline_fd is not None:
         loop.add_reader(role.lifeline_fd, stop.set)  # readable = EOF: the supervisor is gone
     sweeper = asyncio.create_task(_sweep(services, config.server.sweep_interval))
+    scheduler = _rotation_scheduler(services, gate, metrics, role) if config.server.auto_rotation else None
+    rotations = (
+        asyncio.create_task(_rotate_due_keys(scheduler, config.server.rotation_interval))
+        if scheduler is not None
+        else None
+    )
     if role is not None:
         _report_ready(role, addresses)
     else:
@@ -481,6 +514,8 @@ async def serve(
             loop.remove_reader(role.lifeline_fd)
         await mark_serving(health, False)
         sweeper.cancel()
+        if rotations is not None:
+            rotations.cancel()
         readiness.cancel()
         if health_server is not None:
             await health_server.stop(None)

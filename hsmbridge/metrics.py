@@ -285,6 +285,9 @@ class Metrics:
     def watch_keypair_pool(self, pool: Any) -> None:
         self.registry.register(KeypairPoolCollector(pool))
 
+    def watch_rotation_scheduler(self, scheduler: Any) -> None:
+        self.registry.register(RotationSchedulerCollector(scheduler))
+
     def grpc_observer(self, full_method: str, code: str) -> tuple[Any, Any]:
         """(counter child, histogram child) for one method and code, looked up once."""
         key = (full_method, code)
@@ -338,6 +341,43 @@ class KeypairPoolCollector(Collector):
             "Unused pooled keypairs of a previous process found on the token and destroyed",
             value=stats.orphans_destroyed,
         )
+
+
+class RotationSchedulerCollector(Collector):
+    """Automatic rotation (core/rotation_scheduler.py), read at scrape time. Summed over every
+    process that scans (one per replica), ``rotated`` counts each policy rotation exactly once;
+    ``lost`` counts due keys another process rotated first."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self._scheduler = scheduler
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._scheduler.stats
+        yield CounterMetricFamily(
+            "hsmbridge_auto_rotations", "Keys rotated by their rotation policy", value=stats.rotated
+        )
+        yield CounterMetricFamily(
+            "hsmbridge_auto_rotations_failed",
+            "Automatic rotations that failed (retried at the next scan)",
+            value=stats.failed,
+        )
+        yield CounterMetricFamily(
+            "hsmbridge_auto_rotations_lost",
+            "Due keys another process (worker or replica) rotated first",
+            value=stats.lost,
+        )
+        yield GaugeMetricFamily(
+            "hsmbridge_auto_rotations_due", "Keys found due by the last rotation scan", value=stats.due
+        )
+        yield CounterMetricFamily(
+            "hsmbridge_auto_rotation_scans", "Rotation scans completed", value=stats.scans
+        )
+        if stats.last_scan is not None:
+            yield GaugeMetricFamily(
+                "hsmbridge_auto_rotation_last_scan_timestamp_seconds",
+                "When the last rotation scan started (Unix time)",
+                value=stats.last_scan.timestamp(),
+            )
 
 
 # --- HTTP exposition -----------------------------------------------------------------------------

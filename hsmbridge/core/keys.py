@@ -345,9 +345,15 @@ class KeyService:
         *,
         payload: bytes | bytearray | None = None,
         secure_import: SecureImport | None = None,
+        expected_revision: int | None = None,
     ) -> Key:
+        """`expected_revision` makes the rotation a compare-and-swap: it happens only over that
+        revision of the key, and a lost race raises `Conflict(CONCURRENT_UPDATE)` instead of being
+        retried (the rotation scheduler's claim: of two processes, exactly one rotates)."""
         self._check_material(ctx, payload, secure_import)
         key = self.get(ctx, key_id_or_alias)
+        if expected_revision is not None and key.revision != expected_revision:
+            raise Conflict("the key was changed meanwhile", reason=Reason.CONCURRENT_UPDATE)
         lifecycle.require_rotate(key, self._clock.now())
         if key.imported:
             if secure_import is not None:
@@ -395,7 +401,8 @@ class KeyService:
                 ctx.used(key.id, version.id)
                 return key
             except Conflict as exc:
-                if exc.reason is not Reason.CONCURRENT_UPDATE or attempt == _MAX_RETRIES - 1:
+                last = attempt == _MAX_RETRIES - 1 or expected_revision is not None
+                if exc.reason is not Reason.CONCURRENT_UPDATE or last:
                     raise
                 key = self.get(ctx, key_id_or_alias)
         raise AssertionError("unreachable")
@@ -626,6 +633,7 @@ class KeyService:
             current = tx.get_key(ctx.tenant, key.id)
             if current is None:
                 raise NotFound("Key does not exist", reason=Reason.KEY_NOT_FOUND)
+            lifecycle.require_delete(current)  # 410: a deleted key takes no new alias, like any change
             key.aliases = current.aliases
             if alias in key.aliases:
                 return key, False

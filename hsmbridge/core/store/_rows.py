@@ -310,3 +310,19 @@ def _row_to_registration(row: Row) -> Registration:
         updated_at=_dt(row["updated_at"]),
         updated_by=row["updated_by"],
     )
+
+
+#: `list_rotation_candidates`, with ``{p}`` for the driver's placeholder. One text for both
+#: engines: booleans read as truth values in both, timestamps compare as fixed-width text.
+ROTATION_CANDIDATES_SQL = (
+    "SELECT tenant, id FROM keys WHERE rotation_enabled AND state = {p} AND NOT extractable "
+    "AND NOT imported AND COALESCE(last_rotated_at, created_at) < {p} AND (tenant, id) > ({p}, {p}) "
+    "ORDER BY tenant, id LIMIT {p}"
+)
+
+
+def rotation_candidates_params(
+    rotated_before: datetime, after: tuple[str, str] | None, limit: int
+) -> tuple[Any, ...]:
+    tenant, key_id = after or ("", "")
+    return (int(KeyState.ACTIVE), _ts(rotated_before), tenant, key_id, limit)

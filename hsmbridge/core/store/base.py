@@ -78,6 +78,15 @@ class StoreReader(Protocol):
         an old KEK wraps nothing any more before it is destroyed)."""
         ...
 
+    def list_rotation_candidates(
+        self, rotated_before: datetime, *, after: tuple[str, str] | None = None, limit: int = 500
+    ) -> list[tuple[str, str]]:
+        """All tenants: (tenant, key id) of Active, generated root keys with an enabled rotation
+        policy whose last rotation (or creation) is before `rotated_before`, ordered by (tenant,
+        id) after the `after` cursor. The rotation scheduler pages through it and re-reads each
+        key before deciding: this only narrows the scan to keys that can possibly be due."""
+        ...
+
     def get_import_token(self, tenant: str) -> ImportToken | None: ...
     def list_import_tokens_expired_before(self, when: datetime) -> list[ImportToken]:
         """All tenants: the sweeper uses it to destroy expired keypairs in the HSM."""

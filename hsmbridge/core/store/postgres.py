@@ -88,6 +88,7 @@ from hsmbridge.core.store._rows import (
     _REGISTRATION_COLUMNS,
     _REGISTRATION_SELECT,
     _VERSION_COLUMNS,
+    ROTATION_CANDIDATES_SQL,
     _check_rewrap,
     _dt,
     _dt_opt,
@@ -102,6 +103,7 @@ from hsmbridge.core.store._rows import (
     _token_params,
     _ts,
     _ts_opt,
+    rotation_candidates_params,
 )
 from hsmbridge.core.store.base import (
     InstancePolicy,
@@ -384,6 +386,18 @@ class _PostgresReader:
     def count_versions_by_kek(self) -> dict[str, int]:
         rows = self._all("SELECT kek_label, COUNT(*) AS n FROM key_versions GROUP BY kek_label")
         return {row["kek_label"]: int(row["n"]) for row in rows}
+
+    @_guarded
+    def list_rotation_candidates(
+        self, rotated_before: datetime, *, after: tuple[str, str] | None = None, limit: int = 500
+    ) -> list[tuple[str, str]]:
+        # Across tenants, for the rotation scheduler: no tenant lock (each rotation is a
+        # compare-and-swap on the key revision in its own transaction).
+        rows = self._all(
+            ROTATION_CANDIDATES_SQL.format(p="%s"),
+            rotation_candidates_params(rotated_before, after, limit),
+        )
+        return [(row["tenant"], row["id"]) for row in rows]
 
     @_guarded
     def get_import_token(self, tenant: str) -> ImportToken | None:
@@ -1027,6 +1041,13 @@ class PostgresStore:
     def count_versions_by_kek(self) -> dict[str, int]:
         with self._reading() as r:
             return r.count_versions_by_kek()
+
+    @_guarded
+    def list_rotation_candidates(
+        self, rotated_before: datetime, *, after: tuple[str, str] | None = None, limit: int = 500
+    ) -> list[tuple[str, str]]:
+        with self._reading() as r:
+            return r.list_rotation_candidates(rotated_before, after=after, limit=limit)
 
     @_guarded
     def get_import_token(self, tenant: str) -> ImportToken | None:
