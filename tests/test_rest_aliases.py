@@ -133,3 +133,14 @@ def test_alias_no_content_type_and_a_body_is_ignored(api: Api) -> None:
         headers={**api.kp(), "content-type": "text/plain"},
     )
     assert response.status_code == 201
+
+
+def test_an_alias_on_a_deleted_key_is_410_like_every_other_change(api: Api) -> None:
+    key = api.create_key(aliases=["kept"])["id"]
+    assert api.delete(f"/api/v2/keys/{key}", headers=api.kp()).status_code == 204
+    for alias in ("fresh", "kept"):
+        response = api.post(f"/api/v2/keys/{key}/aliases/{alias}", headers=api.kp())
+        assert response.status_code == 410, response.text
+        assert reason(response) == "KEY_DELETED_ERR"
+    deleted = api.get(f"/api/v2/keys/{key}", headers=api.kp()).json()["resources"][0]
+    assert deleted["aliases"] == ["kept"]

@@ -99,14 +99,15 @@ def test_target_is_omitted_when_the_error_names_no_field() -> None:
             "Not Found: Key could not be restored. See 'reasons' for more details.",
         ),
         (
+            # E16 prints the generic form for these (E28 and E8 print sentences: test_rest_messages)
             Conflict("expired", reason=Reason.IMPORT_TOKEN_EXPIRED),
-            Operations.GET_IMPORT_TOKEN,
-            "Conflict: Import Token could not be retrieved. See 'reasons' for more details.",
+            Operations.ROTATE,
+            "Conflict: Key could not be rotated. See 'reasons' for more details.",
         ),
         (
             Gone("deleted"),
-            Operations.DELETE_KEY,
-            "Gone: Key could not be deleted. See 'reasons' for more details.",
+            Operations.ROTATE,
+            "Gone: Key could not be rotated. See 'reasons' for more details.",
         ),
         (
             Conflict(

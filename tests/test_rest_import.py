@@ -103,8 +103,9 @@ def test_create_and_retrieve_an_import_token(api: Api) -> None:
     spent = api.get("/api/v2/import_token", headers=api.kp())
     assert spent.status_code == 409
     assert reason(spent) == "IMPORT_TOKEN_EXPIRED_ERR"
-    assert spent.json()["resources"][0]["errorMsg"].startswith(
-        "Conflict: Import Token could not be retrieved."
+    assert spent.json()["resources"][0]["errorMsg"] == (
+        "Conflict: The import token has reached its 'maxAllowedRetrievals' or 'expirationDate'. "
+        "To create a new import token, use 'POST /import_token'."
     )
 
 

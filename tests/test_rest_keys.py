@@ -347,7 +347,9 @@ def test_get_unknown_key_is_404(api: Api) -> None:
     response = api.get("/api/v2/keys/6f1e4a4c-2f0e-4c43-9f35-6a2c8f7f8d11", headers=api.kp())
     assert response.status_code == 404
     assert reason(response) == "KEY_NOT_FOUND_ERR"
-    assert error_msg(response) == "Not Found: Key could not be retrieved. See 'reasons' for more details."
+    assert error_msg(response) == (
+        "Not Found: The key could not be found. Verify that the key ID specified is valid."
+    )
     assert api.get("/api/v2/keys/no-such-alias", headers=api.kp()).status_code == 404
 
 

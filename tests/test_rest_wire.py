@@ -74,7 +74,9 @@ def test_error_envelope_shape(api: Api) -> None:
     body = response.json()
     assert body["metadata"] == {"collectionType": ERROR_TYPE, "collectionTotal": 1}
     resource = body["resources"][0]
-    assert resource["errorMsg"] == "Not Found: Key could not be retrieved. See 'reasons' for more details."
+    assert resource["errorMsg"] == (
+        "Not Found: The key could not be found. Verify that the key ID specified is valid."
+    )
     assert resource["reasons"] == [
         {
             "code": "KEY_NOT_FOUND_ERR",

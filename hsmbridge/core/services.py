@@ -10,7 +10,7 @@ from hsmbridge.core.envelopes import BatchEnvelopeService, EnvelopeService
 from hsmbridge.core.import_tokens import ImportTokenService
 from hsmbridge.core.key_rings import KeyRingService
 from hsmbridge.core.keys import KeyService
-from hsmbridge.core.policies import InstancePolicyService, KeyPolicyService
+from hsmbridge.core.policies import InstancePolicyService, KeyPolicyService, check_create_time_rotation
 from hsmbridge.core.registrations import RegistrationService
 from hsmbridge.core.sealing import Sealer
 from hsmbridge.core.store.base import Store
@@ -41,6 +41,7 @@ class Services:
         instance_policies = InstancePolicyService(store, clock)
         registrations = RegistrationService(store, keys, clock)
         # Instance policies shape (or refuse) every new key; registrations guard every delete.
+        keys.admission_rules.append(check_create_time_rotation)
         keys.admission_rules.append(instance_policies.admit)
         keys.material_rules.append(
             lambda ctx, secure: instance_policies.require_secure_import(ctx, secure=secure)

@@ -28,6 +28,7 @@ Key Protect codes that have no `Reason` member (``COLLECTION_TOTAL_MISMATCH_ERR`
 ``NO_BODY_ERR``, ``KEY_SEARCH_TOO_BROAD``, ``INSTANCE_NOT_FOUND_ERR``, ...) travel in the
 exception's metadata under `KP_CODE`; the reason (or class) still decides the status. The target's
 kind (``field``/``param``/``path_param``) travels under `TARGET_TYPE`; ``field`` is the default.
+Where the reference prints a fixed ``errorMsg`` sentence for a case, `rest.messages` supplies it.
 The helpers at the bottom build such exceptions so nobody spells the metadata keys by hand.
 """
 
@@ -40,6 +41,7 @@ from http import HTTPStatus
 from typing import Any, NamedTuple, TypeVar
 
 from hsmbridge.errors import HsmBridgeError, InvalidInput, Reason
+from hsmbridge.rest.messages import reference_sentence
 
 MORE_INFO = "https://cloud.ibm.com/apidocs/key-protect"
 ERROR_COLLECTION_TYPE = "application/vnd.ibm.kms.error+json"
@@ -329,7 +331,9 @@ def to_http_error(exc: BaseException, operation: Operation) -> HttpError:
     }
     if exc.target:
         reason["target"] = {"type": target_type, "name": exc.target}
-    error_msg = error_message(spec.status, operation, error_detail, with_reasons=True)
+    error_msg = reference_sentence(operation.failure, code, exc.target) or error_message(
+        spec.status, operation, error_detail, with_reasons=True
+    )
     return HttpError(spec.status, error_body(error_msg, [reason]))
 
 
@@ -420,6 +424,10 @@ class Operations:
     """Every endpoint's `Operation`, so errorMsg wording stays consistent across handlers."""
 
     CREATE_KEY = Operation("Key", "created")
+    # E4: a policy the key cannot take is refused as PUT /keys/{id}/policies refuses it (422).
+    CREATE_KEY_WITH_POLICY_OVERRIDES = Operation(
+        "Key", "created", {Reason.INVALID_STATE: _KEY_INVALID_STATE_422}
+    )
     LIST_KEYS = Operation("Keys", "listed")
     KEY_TOTAL = Operation("Key total", "retrieved")
     GET_KEY = Operation("Key", "retrieved")

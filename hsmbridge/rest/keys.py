@@ -29,7 +29,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from hsmbridge.core import lifecycle
+from hsmbridge.core import lifecycle, validation
 from hsmbridge.core.backend import OaepHash, wipe
 from hsmbridge.core.import_tokens import SecureImport
 from hsmbridge.core.keys import KeySpec
@@ -37,7 +37,7 @@ from hsmbridge.core.model import DEFAULT_KEY_RING, Key, KeyState, RotationPolicy
 from hsmbridge.core.principal import CallContext
 from hsmbridge.core.services import Services
 from hsmbridge.core.store.base import KeyQuery
-from hsmbridge.errors import Conflict, IntegrityError, NotFound, Reason
+from hsmbridge.errors import Conflict, IntegrityError, InvalidInput, NotFound, Reason
 from hsmbridge.rest import headers, listing
 from hsmbridge.rest.bodies import (
     b64decode_field,
@@ -63,6 +63,10 @@ _ENCRYPTION_ALGORITHMS: Mapping[str, OaepHash] = {
     "RSAES_OAEP_SHA_256": OaepHash.SHA256,
     "RSAES_OAEP_SHA_1": OaepHash.SHA1,
 }
+_ID_RULE = (
+    "a key ID (a version 4 UUID) or an alias: 2 to 90 alphanumeric characters, '-' or '_', "
+    "and not a reserved name"
+)
 
 
 # --- shared by the key, action and alias handlers ---------------------------------------------
@@ -72,9 +76,22 @@ def services(request: Request) -> Services:
     return state(request).services
 
 
+def require_well_formed_id(key_id_or_alias: str) -> None:
+    """`{id}` must be able to name a key: a UUID or a syntactically valid alias. Anything else is
+    the reference's 400 "malformed, invalid, or missing ID" (``INVALID_PATH_PARAM_ERR`` naming
+    ``id``), not a 404: no key can ever have that name."""
+    if validation.is_uuid(key_id_or_alias):
+        return
+    try:
+        validation.validate_alias(key_id_or_alias)
+    except InvalidInput:
+        raise invalid_field("id", _ID_RULE, target_type="path_param") from None
+
+
 def resolve_key(request: Request, ctx: CallContext, key_id_or_alias: str) -> Key:
     """The key `{id}` names (ID or alias) in the caller's instance, within ``x-kms-key-ring``
     when the header is given: a key in another ring is not found, as in Key Protect."""
+    require_well_formed_id(key_id_or_alias)
     key = services(request).keys.get(ctx, key_id_or_alias)
     ring = headers.key_ring(request.headers)
     if ring is not None and ring != key.key_ring:
@@ -83,7 +100,9 @@ def resolve_key(request: Request, ctx: CallContext, key_id_or_alias: str) -> Key
 
 
 def check_key_ring(request: Request, ctx: CallContext, key_id_or_alias: str) -> None:
-    """For handlers that go straight to a service: enforce ``x-kms-key-ring`` only if sent."""
+    """For handlers that go straight to a service: refuse a malformed `{id}`, and enforce
+    ``x-kms-key-ring`` only if sent."""
+    require_well_formed_id(key_id_or_alias)
     if headers.key_ring(request.headers) is not None:
         resolve_key(request, ctx, key_id_or_alias)
 
@@ -279,7 +298,7 @@ async def create_key(request: Request) -> Response:
         }
     ),
 )
-@endpoint(Operations.CREATE_KEY)
+@endpoint(Operations.CREATE_KEY_WITH_POLICY_OVERRIDES)
 async def create_key_with_policy_overrides(request: Request) -> Response:
     return await _create(request, with_overrides=True)
 
