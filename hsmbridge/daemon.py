@@ -529,6 +529,8 @@ async def serve(
         waiters[0].cancel()
         if metrics_http is not None:
             metrics_http.shutdown()
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.stop)
         await asyncio.to_thread(_close_services, services)
         log.info("stopped")
 

@@ -326,3 +326,25 @@ def test_the_store_lists_only_keys_that_can_be_due(shared_store: Callable[[], ob
     assert services.store.list_rotation_candidates(later) == expected
     assert services.store.list_rotation_candidates(later, limit=1) == expected[:1]
     assert services.store.list_rotation_candidates(later, after=expected[0]) == expected[1:]
+
+
+def test_stop_ends_a_scan_after_its_current_key(services: Services, ctx: CallContext) -> None:
+    """What the daemon relies on at shutdown: `stop` waits for the scan, which ends early."""
+    keys = [_root_key(services, ctx) for _ in range(3)]
+    clock_of(services).advance(days=31)
+    stopper: list[threading.Thread] = []
+
+    def stop_during_the_first_rotation() -> None:
+        if not stopper:
+            stopper.append(threading.Thread(target=scheduler.stop))
+            stopper[0].start()
+            assert scheduler._stopping.wait(timeout=30)
+
+    scheduler = RotationScheduler(
+        services.store, services.keys, services.clock, audit=RecordingAudit(stop_during_the_first_rotation)
+    )
+    result = scheduler.run_once()
+    stopper[0].join(timeout=30)
+    assert not stopper[0].is_alive()
+    assert result.rotated == 1
+    assert sum(_versions(services, ctx, key) for key in keys) == 4

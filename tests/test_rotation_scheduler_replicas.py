@@ -1,12 +1,13 @@
 """Two real daemons on one PostgreSQL and one SoftHSM2 token rotate each due key exactly once.
 
-The keys are created by this test through the service layer with a clock 40 days in the past
-(the daemons run on the system clock), so a one-month policy is due the moment the daemons start
-and both race for every key: each scans every 0.2 s. The test waits (bounded, polling) until
-every due key has its second version and both daemons have scanned again since, then checks
-what a user would: one new version per key, one ``kms.secrets.rotate`` audit line per key
-across both daemons' logs, by the system principal, and the rotation counters summing to the
-number of keys. A bound like "within 60 s" is a deadline, not a measurement.
+Daemon "a" runs two workers (only its worker 0 scans), "b" one. The keys are created by this
+test through the service layer with a clock 40 days in the past (the daemons run on the system
+clock), so a one-month policy is due the moment the daemons start and both race for every key:
+each scans every 0.2 s. The test waits (bounded, polling) until every due key has its second
+version and both daemons have scanned again since, then checks what a user would: one new
+version per key, one ``kms.secrets.rotate`` audit line per key across both daemons' logs, by the
+system principal, and the rotation counters summing to the number of keys. A bound like "within
+60 s" is a deadline, not a measurement.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def keys_created_40_days_ago(
 def two_daemons(softhsm_token: dict[str, str], postgres_url: str, tmp_path: Path) -> Iterator[list[Daemon]]:
     daemons = []
     try:
-        for name in ("a", "b"):
+        # One daemon with two workers (only worker 0 scans), one with one.
+        for name, workers in (("a", "2"), ("b", "1")):
             workdir = tmp_path / name
             workdir.mkdir()
             daemon = Daemon(
@@ -72,6 +74,7 @@ def two_daemons(softhsm_token: dict[str, str], postgres_url: str, tmp_path: Path
                 HSMBRIDGE_STORE__URL=postgres_url,
                 HSMBRIDGE_REST__ENABLED="false",
                 HSMBRIDGE_SERVER__ROTATION_INTERVAL="0.2",
+                HSMBRIDGE_SERVER__WORKERS=workers,
             )
             daemons.append(daemon)
             daemon.start()
@@ -83,14 +86,16 @@ def two_daemons(softhsm_token: dict[str, str], postgres_url: str, tmp_path: Path
 
 
 def _metrics(daemon: Daemon) -> dict[str, float]:
+    """The daemon's rotation metrics; with workers, the supervisor's merge (a `worker` label)."""
     with urllib.request.urlopen(daemon.metrics_url, timeout=10) as response:
         text = response.read().decode()
-    return {
-        sample.name: sample.value
-        for family in text_string_to_metric_families(text)
-        if family.name.startswith("hsmbridge_auto_rotation")
-        for sample in family.samples
-    }
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("hsmbridge_auto_rotation"):
+            for sample in family.samples:
+                assert sample.labels.get("worker", "0") == "0", "only worker 0 scans"
+                found[sample.name] = sample.value
+    return found
 
 
 def _eventually(check: Callable[[], bool], bound: float, what: str) -> None:

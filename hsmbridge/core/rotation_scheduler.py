@@ -141,6 +141,14 @@ class RotationScheduler:
         self._audit = audit
         self.stats = RotationStats()
         self._scan_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def stop(self) -> None:
+        """End a scan in progress after its current key, and wait for it: the daemon calls this
+        before closing the store and the HSM sessions the scan uses."""
+        self._stopping.set()
+        with self._scan_lock:
+            pass
 
     def _candidates(self, now: datetime) -> Iterator[tuple[str, str]]:
         after: tuple[str, str] | None = None
@@ -157,6 +165,8 @@ class RotationScheduler:
             now = self._clock.now()
             due = rotated = failed = lost = 0
             for tenant, key_id in self._candidates(now):
+                if self._stopping.is_set():
+                    break
                 outcome = self._rotate_if_due(tenant, key_id)
                 if outcome is None:
                     continue
