@@ -37,7 +37,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Literal, Protocol
 
 from hsmbridge.core import lifecycle
 from hsmbridge.core.clock import Clock
@@ -85,6 +85,10 @@ def skip_reason(key: Key) -> str | None:
     return None
 
 
+#: What happened to one due key: rotated here, failed, or rotated first by another process.
+Outcome = Literal["rotated", "failed", "lost"]
+
+
 @dataclass(frozen=True, slots=True)
 class RotationEvent:
     """One automatic rotation, for the audit log. `reason` is a `Reason` code on failure."""
@@ -116,11 +120,14 @@ class RotationStats:
     last_scan: datetime | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, *, rotated: int = 0, failed: int = 0, lost: int = 0) -> None:
+    def record_scan(self, started: datetime, outcomes: list[Outcome]) -> None:
         with self._lock:
-            self.rotated += rotated
-            self.failed += failed
-            self.lost += lost
+            self.rotated += outcomes.count("rotated")
+            self.failed += outcomes.count("failed")
+            self.lost += outcomes.count("lost")
+            self.due = len(outcomes)
+            self.scans += 1
+            self.last_scan = started
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,22 +170,16 @@ class RotationScheduler:
         """One scan: rotate every key due now. Safe to run in many processes at once."""
         with self._scan_lock:
             now = self._clock.now()
-            due = rotated = failed = lost = 0
+            outcomes: list[Outcome] = []
             for tenant, key_id in self._candidates(now):
                 if self._stopping.is_set():
                     break
                 outcome = self._rotate_if_due(tenant, key_id)
-                if outcome is None:
-                    continue
-                due += 1
-                rotated += outcome == "rotated"
-                failed += outcome == "failed"
-                lost += outcome == "lost"
-            with self.stats._lock:
-                self.stats.due = due
-                self.stats.scans += 1
-                self.stats.last_scan = now
-            self.stats.add(rotated=rotated, failed=failed, lost=lost)
+                if outcome is not None:
+                    outcomes.append(outcome)
+            self.stats.record_scan(now, outcomes)
+            due, rotated = len(outcomes), outcomes.count("rotated")
+            failed, lost = outcomes.count("failed"), outcomes.count("lost")
             if due:
                 log.info(
                     "automatic rotation: %d due, %d rotated, %d failed, %d rotated elsewhere",
@@ -189,12 +190,15 @@ class RotationScheduler:
                 )
             return ScanResult(due, rotated, failed, lost)
 
-    def _rotate_if_due(self, tenant: str, key_id: str) -> str | None:
-        """ "rotated", "failed", "lost" (another process rotated it first), or None (not due)."""
-        versions: list[str] = []
-        ctx = CallContext(
-            SYSTEM_PRINCIPAL, tenant, observer=lambda _key, version: versions.append(version or "")
-        )
+    def _rotate_if_due(self, tenant: str, key_id: str) -> Outcome | None:
+        """The key's `Outcome` ("lost": another process rotated it first), None if not due."""
+        versions: list[str] = []  # the new version, as `KeyService.rotate` reports it
+
+        def used(_key_id: str, version_id: str | None) -> None:
+            if version_id is not None:
+                versions.append(version_id)
+
+        ctx = CallContext(SYSTEM_PRINCIPAL, tenant, observer=used)
         was_due = False
         for _ in range(_CLAIM_ATTEMPTS):
             key = self._store.get_key(tenant, key_id)
@@ -219,7 +223,7 @@ class RotationScheduler:
             return "rotated"
         return "lost"
 
-    def _failed(self, tenant: str, key_id: str, exc: BaseException) -> str:
+    def _failed(self, tenant: str, key_id: str, exc: BaseException) -> Outcome:
         reason = str(exc.reason) if isinstance(exc, HsmBridgeError) else str(Reason.INTERNAL)
         log.warning("automatic rotation of key %s in %s failed: %s", key_id, tenant, reason)
         self._record(RotationEvent(tenant, key_id, None, False, reason))
