@@ -22,10 +22,9 @@ from hsmbridge.core.clock import FixedClock
 from hsmbridge.core.keys import KeySpec
 from hsmbridge.core.model import Key, RotationPolicy
 from hsmbridge.core.policies import InstancePolicySetting, KeyPolicyChanges, RotationChange
-from hsmbridge.core.principal import CallContext
+from hsmbridge.core.principal import SYSTEM_PRINCIPAL, CallContext
 from hsmbridge.core.rotation_scheduler import (
     MONTH,
-    SYSTEM_PRINCIPAL,
     RotationEvent,
     RotationScheduler,
     due_at,
@@ -92,7 +91,7 @@ def test_a_due_key_rotates_once_audited_as_the_system_principal(
     assert _versions(services, ctx, key) == 2
     assert rotated.last_rotated_at == clock_of(services).now()
     assert audit.events == [RotationEvent(ctx.tenant, key.id, rotated.current_version_id, True)]
-    assert SYSTEM_PRINCIPAL.id == "hsmbridge:rotation-scheduler"
+    assert SYSTEM_PRINCIPAL.id == "hsmbridge:system"
     # The next scans find nothing due: the clock restarted at the rotation.
     assert scheduler.run_once().due == 0
     clock_of(services).advance(days=29)

@@ -144,7 +144,7 @@ def test_two_daemons_on_one_postgresql_rotate_each_due_key_once(
     assert sorted(str(e["key_id"]) for e in events) == sorted(due)
     for event in events:
         assert event["outcome"] == "success"
-        assert event["principal"] == "hsmbridge:rotation-scheduler"
+        assert event["principal"] == "hsmbridge:system"
         assert event["instance"] == tenant
         key = services.store.get_key(tenant, str(event["key_id"]))
         assert key is not None and event["key_version"] == key.current_version_id

@@ -25,9 +25,11 @@ serialises every change to a key, a lease would need a schema change and an expi
 crashed holder, and it would still need this check so that a manual rotation racing the scheduler
 is not doubled.
 
-Audit and metrics without a transport: the daemon injects a `RotationAudit` (the process's audit
-log, through ``security/system_audit.py``) and reads `RotationStats` at scrape time. A rotation is
-refused before it starts when a fail-closed audit log is known to be down, as a call would be.
+Who rotates: `SYSTEM_PRINCIPAL` (``hsmbridge:system``), hsmbridge acting on its own behalf, in
+the key's own tenant. Audit and metrics without a transport: the daemon injects a
+`RotationAudit` (the process's audit log, through ``security/system_audit.py``) and reads
+`RotationStats` at scrape time. A rotation is refused before it starts when a fail-closed audit
+log is known to be down, as a call would be.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from hsmbridge.core import lifecycle
 from hsmbridge.core.clock import Clock
 from hsmbridge.core.keys import KeyService
 from hsmbridge.core.model import Key, KeyState
-from hsmbridge.core.principal import CallContext, Principal
+from hsmbridge.core.principal import SYSTEM_PRINCIPAL, CallContext
 from hsmbridge.core.store.base import Store
 from hsmbridge.errors import Conflict, HsmBridgeError, Reason
 
@@ -53,8 +55,6 @@ log = logging.getLogger(__name__)
 MONTH = timedelta(days=30)
 #: The shortest interval a policy can have: keys rotated more recently cannot be due.
 MIN_INTERVAL = 1 * MONTH
-#: Who rotates, in audit events and as the `CallContext` principal.
-SYSTEM_PRINCIPAL = Principal("hsmbridge:rotation-scheduler")
 DEFAULT_SCAN_INTERVAL = 900.0
 _PAGE = 500
 _CLAIM_ATTEMPTS = 3

@@ -10,7 +10,8 @@ start (`ensure_available`).
 
 from __future__ import annotations
 
-from hsmbridge.core.rotation_scheduler import SYSTEM_PRINCIPAL, RotationEvent
+from hsmbridge.core.principal import SYSTEM_PRINCIPAL
+from hsmbridge.core.rotation_scheduler import RotationEvent
 from hsmbridge.security.audit import AuditLog, Outcome
 
 ROTATE_EVENT = "kms.secrets.rotate"
