@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 MONTH = timedelta(days=30)
 #: The shortest interval a policy can have: keys rotated more recently cannot be due.
 MIN_INTERVAL = 1 * MONTH
-DEFAULT_SCAN_INTERVAL = 900.0
 _PAGE = 500
 _CLAIM_ATTEMPTS = 3
 
