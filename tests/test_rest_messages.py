@@ -216,3 +216,18 @@ def test_no_import_token_says_how_to_create_one(api: Api) -> None:
         "Not found: An import token was not found in the specified service instance. "
         "To create an import token, use 'POST /import_token'."
     )
+
+
+def test_sync_words_its_errors_after_the_associated_resources(api: Api) -> None:
+    """E21's examples (400, 404, 409) all say "Associated resources could not be synced"."""
+    response = api.post(f"/api/v2/keys/{MISSING}/actions/sync", headers=api.kp())
+    assert response.status_code == 404
+    assert _error_msg(response) == (
+        "Not Found: Associated resources could not be synced. See 'reasons' for more details."
+    )
+    standard = api.create_key("standard", extractable=True)["id"]
+    response = api.post(f"/api/v2/keys/{standard}/actions/sync", headers=api.kp())
+    assert response.status_code == 400
+    assert _error_msg(response) == (
+        "Bad Request: Associated resources could not be synced. See 'reasons' for more details."
+    )

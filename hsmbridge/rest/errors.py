@@ -446,7 +446,7 @@ class Operations:
     UNSET_KEY_FOR_DELETION = Operation("Key deletion", "cancelled")
     ENABLE = Operation("Key", "enabled")
     DISABLE = Operation("Key", "disabled")
-    SYNC = Operation("Key", "synced")
+    SYNC = Operation("Associated resources", "synced")  # E21's wording in all its examples
     KEY_ACTION = Operation("Action", "performed on key")  # E6 when the action is unknown
     PUT_KEY_POLICIES = Operation("Key policy", "created", {Reason.INVALID_STATE: _KEY_INVALID_STATE_422})
     GET_KEY_POLICIES = Operation("Key policies", "retrieved")

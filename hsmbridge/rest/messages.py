@@ -12,7 +12,11 @@ A case is keyed by the operation's failure phrase (`Operation.failure`, e.g. "Ke
 retrieved"), the wire reason code, and, where the code alone is too broad, the target's name
 (a malformed ``{id}`` is ``INVALID_PATH_PARAM_ERR`` naming ``id``). Not covered on purpose: the
 deprecated ``POST /keys/{id}?action=…`` (E6) prints its own sentences, but shares its operations
-with E13–E20, whose sections print the generic form; the generic form wins there.
+with E13–E20, whose sections print the generic form; the generic form wins there. Nor are the
+reference's inconsistencies inside the generic form: some examples drop the "<Reason-Phrase>: "
+prefix (registrations, aliases, key rings), or carry a copy-paste slip (E14's 409 says "Wrap
+action", E35's list says "could not be deleted", double spaces, backticks for quotes). The one
+systematic wording, E21's "Associated resources could not be synced", is `Operations.SYNC`.
 """
 
 from __future__ import annotations
