@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeBackend
+from pydantic import ValidationError
 from services import build_services, call_context, clock_of, new_tenant
 
+from hsmbridge.config import Config
 from hsmbridge.core.clock import FixedClock
 from hsmbridge.core.keys import KeySpec
 from hsmbridge.core.model import Key, RotationPolicy
@@ -33,6 +35,8 @@ from hsmbridge.core.rotation_scheduler import (
 from hsmbridge.core.services import Services
 from hsmbridge.core.store import open_store
 from hsmbridge.errors import HsmUnavailable
+from hsmbridge.security.audit import AuditLog, MemorySink
+from hsmbridge.security.system_audit import RotationAuditLog
 
 pytest_plugins = ("services_fixtures", "store_fixtures")
 
@@ -347,3 +351,52 @@ def test_stop_ends_a_scan_after_its_current_key(services: Services, ctx: CallCon
     assert not stopper[0].is_alive()
     assert result.rotated == 1
     assert sum(_versions(services, ctx, key) for key in keys) == 4
+
+
+# --- the daemon's wiring: audit log and configuration ------------------------------------------------
+
+
+class BrokenSink:
+    def write(self, line: str) -> None:
+        raise OSError("disk full")
+
+    def close(self) -> None:
+        return None
+
+
+def test_rotations_are_audit_lines_of_the_process_audit_log(services: Services, ctx: CallContext) -> None:
+    sink = MemorySink()
+    scheduler = RotationScheduler(
+        services.store, services.keys, services.clock, audit=RotationAuditLog(AuditLog(sink))
+    )
+    key = _root_key(services, ctx)
+    clock_of(services).advance(days=31)
+    scheduler.run_once()
+    [event] = sink.events()
+    assert {k: v for k, v in event.items() if v is not None and k != "timestamp"} == {
+        "event": "kms.secrets.rotate",
+        "outcome": "success",
+        "principal": "hsmbridge:system",
+        "instance": ctx.tenant,
+        "key_id": key.id,
+        "key_version": services.keys.get(ctx, key.id).current_version_id,
+    }
+
+
+def test_a_fail_closed_audit_log_that_is_down_stops_rotations(services: Services, ctx: CallContext) -> None:
+    audit = AuditLog(BrokenSink(), fail_closed=True)
+    with pytest.raises(HsmUnavailable):
+        audit.record(event="kms.secrets.read", outcome="success")  # the log is now known down
+    scheduler = RotationScheduler(
+        services.store, services.keys, services.clock, audit=RotationAuditLog(audit)
+    )
+    key = _root_key(services, ctx)
+    clock_of(services).advance(days=31)
+    assert scheduler.run_once().failed == 1
+    assert _versions(services, ctx, key) == 1
+
+
+def test_the_scan_interval_stays_inside_the_24_hour_window() -> None:
+    assert Config().server.rotation_interval == 900
+    with pytest.raises(ValidationError):
+        Config.model_validate({"server": {"rotation_interval": 86400}})
