@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hsmbridge import config as config_module
 from hsmbridge import softhsm
-from hsmbridge.errors import HsmBridgeError
+from hsmbridge.errors import HsmBridgeError, InvalidInput
 
 
 def _config(args: argparse.Namespace) -> config_module.Config:
@@ -99,6 +99,53 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 DEV_GRPC_LISTEN = "127.0.0.1:50051"
 DEV_REST_LISTEN = "127.0.0.1:8080"
+DEV_METRICS_LISTEN = "127.0.0.1:9464"
+DEV_AUDIT_LOG = "var/audit.log"
+
+
+def describe_store(location: str) -> str:
+    """The store as the banner shows it: the SQLite path, or PostgreSQL's host and database
+    (never the URL: it may hold a password)."""
+    from urllib.parse import urlsplit
+
+    from hsmbridge.core.store.factory import parse_store_url
+
+    parsed = parse_store_url(location)
+    if parsed.backend == "sqlite":
+        return f"SQLite {parsed.target}"
+    parts = urlsplit(parsed.target)
+    return f"PostgreSQL {parts.hostname or 'localhost'}{parts.path or ''}"
+
+
+def require_free_dev_ports(listeners: list[tuple[str, str, str]]) -> None:
+    """Refuse a taken port before creating anything, naming the port and the flag to change.
+
+    The daemon binds with SO_REUSEPORT (for `serve --workers N`), so a second `hsmbridge dev`
+    would otherwise *share* gRPC and REST ports with the first one and the kernel would split
+    requests between two servers with different tokens. A probe without SO_REUSEPORT fails on a
+    port anyone holds. Port 0 (the kernel picks) needs no probe.
+    """
+    import socket
+
+    from hsmbridge.daemon import _split_listen
+
+    for flag, what, listen in listeners:
+        if listen.startswith("unix:"):
+            continue
+        host, port = _split_listen(listen, what)
+        if port == 0:
+            continue
+        try:
+            family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "taken"
+                probe.bind(address)
+        except OSError as exc:
+            raise InvalidInput(
+                f"cannot listen on {listen} for {what}: {exc.strerror or exc} (another process, perhaps "
+                f"another `hsmbridge dev`, holds port {port}); pick another with {flag} HOST:PORT, "
+                f"e.g. {flag} 127.0.0.1:0 for a free one"
+            ) from None
 
 
 def dev_banner(
@@ -113,9 +160,12 @@ def dev_banner(
         "",
         f"  Key Protect API:  {rest or '(disabled)'}" + (f"   (docs: {rest}/docs)" if rest else ""),
         f"  gRPC:             {addresses['grpc']}",
+        f"  metrics:          {addresses.get('metrics') or '(disabled)'}",
         f"  bearer token:     {credentials.token}   (principal {config_module.DEV_PRINCIPAL})",
         f"  instance id:      {credentials.instance}",
-        f"  SoftHSM2 token:   {cfg.hsm.token_label} in {cfg.hsm.softhsm_dir}; store {cfg.store.path}",
+        f"  SoftHSM2 token:   {cfg.hsm.token_label} in {cfg.hsm.softhsm_dir}",
+        f"  store:            {describe_store(cfg.store.location)}",
+        f"  audit log:        {audit_destination(cfg)}",
     ]
     for token, principal in credentials.extra_tokens.items():
         lines.append(f"  extra token:      {token}   (principal {principal})")
@@ -140,6 +190,26 @@ def dev_banner(
     return "\n".join(lines)
 
 
+def audit_destination(cfg: config_module.Config) -> str:
+    audit = cfg.security.audit
+    if audit.sink == "file":
+        return f"{audit.path}   (--audit-stdout prints it here instead)"
+    return "stdout" if audit.sink == "stdout" else "off"
+
+
+def dev_audit(cfg: config_module.Config, *, to_stdout: bool) -> None:
+    """Dev traffic is audited like production's, but one JSON line per request on the terminal
+    drowns the banner and any log worth reading: unless the configuration chose a sink (or
+    `--audit-stdout` asks for the old behaviour), the events go to var/audit.log."""
+    from hsmbridge.security.audit import AuditConfig
+
+    if to_stdout or "audit" in cfg.security.model_fields_set:
+        return
+    Path(DEV_AUDIT_LOG).parent.mkdir(parents=True, exist_ok=True)
+    audit = AuditConfig(sink="file", path=DEV_AUDIT_LOG)
+    cfg.security = cfg.security.model_copy(update={"audit": audit})
+
+
 def cmd_dev(args: argparse.Namespace) -> int:
     """`bao server -dev` for hsmbridge: initialise ./var if needed, then serve on loopback."""
     from hsmbridge import daemon
@@ -151,10 +221,17 @@ def cmd_dev(args: argparse.Namespace) -> int:
     cfg.grpc.listen = args.grpc_listen or cfg.grpc.listen  # the defaults are DEV_*_LISTEN
     cfg.rest.enabled = True
     cfg.rest.listen = args.rest_listen or cfg.rest.listen
+    cfg.metrics.listen = args.metrics_listen or cfg.metrics.listen
     daemon.require_loopback("gRPC", cfg.grpc.listen)
     daemon.require_loopback("REST", cfg.rest.listen)
+    listeners = [("--grpc-listen", "gRPC", cfg.grpc.listen), ("--rest-listen", "REST", cfg.rest.listen)]
+    if cfg.metrics.enabled:
+        daemon.require_loopback("metrics", cfg.metrics.listen)
+        listeners.append(("--metrics-listen", "metrics", cfg.metrics.listen))
+    require_free_dev_ports(listeners)
     credentials = config_module.dev_credentials()
     initialise(cfg, softhsm_token=True, force_conf=True)
+    dev_audit(cfg, to_stdout=args.audit_stdout)
 
     def ready(addresses: dict[str, str]) -> None:
         print(dev_banner(credentials, addresses, cfg), flush=True)
@@ -298,6 +375,15 @@ def parser() -> argparse.ArgumentParser:
     )
     dev.add_argument(
         "--rest-listen", help=f"loopback HOST:PORT for REST (default {DEV_REST_LISTEN}; 0 = random)"
+    )
+    dev.add_argument(
+        "--metrics-listen",
+        help=f"loopback HOST:PORT for Prometheus metrics (default {DEV_METRICS_LISTEN}; 0 = random)",
+    )
+    dev.add_argument(
+        "--audit-stdout",
+        action="store_true",
+        help=f"print audit events (one JSON line per call) instead of appending them to {DEV_AUDIT_LOG}",
     )
     dev.set_defaults(func=cmd_dev)
     info = sub.add_parser("hsm-info", help="show the module, token and probed capabilities")

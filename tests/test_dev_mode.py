@@ -76,6 +76,9 @@ def test_dev_server_end_to_end(tmp_path: Path) -> None:
         ):
             assert line in output
         assert "bob-token   (principal IBMid-bob)" in output
+        assert "store:            SQLite var/hsmbridge.db" in output
+        assert f"metrics:          {first.metrics_url}" in output
+        assert "audit log:        var/audit.log" in output
         pin = tmp_path / "var" / "softhsm" / "pin"
         assert pin.stat().st_mode & 0o777 == 0o600
         assert pin.read_text().strip() not in output
@@ -102,6 +105,10 @@ def test_dev_server_end_to_end(tmp_path: Path) -> None:
         assert httpx.get(f"{url}/docs").status_code == 200
         kept = create_key(url, "fixed-dev-token", "dev-instance", aliases=["survives-restart"])
         assert kept.status_code == 201
+        # audit events go to var/audit.log, not to the terminal
+        audit = (tmp_path / "var" / "audit.log").read_text()
+        assert '"event":"kms.secrets.create"' in audit
+        assert '"event":' not in "".join(first.output)
 
         # gRPC on the same process
         with grpc.insecure_channel(first.address) as channel:
@@ -132,6 +139,48 @@ def test_dev_server_end_to_end(tmp_path: Path) -> None:
         assert create_key(second.rest_url, "fixed-dev-token", instance).status_code == 401
     finally:
         assert second.stop() == 0
+
+
+def test_dev_audit_stdout_prints_the_events(tmp_path: Path) -> None:
+    dev = Daemon(None, tmp_path, args=("dev", "--audit-stdout"), HSMBRIDGE_DEV_INSTANCE="i")
+    try:
+        dev.start()
+        dev.wait_for("audit log:        stdout")
+        assert create_key(dev.rest_url, DEV_TOKEN, "i").status_code == 201
+        dev.wait_for('"event":"kms.secrets.create"')
+        assert not (tmp_path / "var" / "audit.log").exists()
+    finally:
+        assert dev.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("flag", "what"), [("--metrics-listen", "metrics"), ("--rest-listen", "REST"), ("--grpc-listen", "gRPC")]
+)
+def test_dev_names_the_busy_port_and_the_flag(tmp_path: Path, flag: str, what: str) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        others = {
+            "--grpc-listen": "127.0.0.1:0",
+            "--rest-listen": "127.0.0.1:0",
+            "--metrics-listen": "127.0.0.1:0",
+        }
+        args = [arg for name, value in {**others, flag: f"127.0.0.1:{port}"}.items() for arg in (name, value)]
+        result = run_cli(tmp_path, "dev", *args)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port} for {what}" in result.stderr
+    assert f"pick another with {flag} HOST:PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "var").exists()  # refused before creating anything
+
+
+def test_dev_help_lists_every_listener() -> None:
+    result = run_cli(Path.cwd(), "dev", "--help")
+    for flag in ("--grpc-listen", "--rest-listen", "--metrics-listen", "--audit-stdout"):
+        assert flag in result.stdout
 
 
 @pytest.mark.parametrize(

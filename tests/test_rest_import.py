@@ -107,6 +107,8 @@ def test_create_and_retrieve_an_import_token(api: Api) -> None:
         "Conflict: The import token has reached its 'maxAllowedRetrievals' or 'expirationDate'. "
         "To create a new import token, use 'POST /import_token'."
     )
+    # errorMsg is the reference's sentence for both limits; the reason's message says which was hit
+    assert "retrievals are used up" in spent.json()["resources"][0]["reasons"][0]["message"]
 
 
 def test_token_defaults_and_quoted_numbers(api: Api) -> None:
@@ -142,7 +144,9 @@ def test_an_expired_token_cannot_be_retrieved_or_used(api: Api) -> None:
     api.post("/api/v2/import_token", json={"expiration": 300, "maxAllowedRetrievals": 5}, headers=api.kp())
     public, nonce = retrieve(api)
     api.clock.advance(seconds=300)
-    assert api.get("/api/v2/import_token", headers=api.kp()).status_code == 409
+    expired = api.get("/api/v2/import_token", headers=api.kp())
+    assert expired.status_code == 409
+    assert "'expirationDate'" in expired.json()["resources"][0]["reasons"][0]["message"]
     response = create_with(api, seal(public, nonce, os.urandom(32)))
     assert response.status_code == 409
     assert reason(response) == "IMPORT_TOKEN_EXPIRED_ERR"

@@ -153,10 +153,20 @@ class ImportTokenService:
         with self._store.transaction() as tx:
             token = _found(tx.get_import_token(ctx.tenant))
             now = self._clock.now()
-            if token.expires_at <= now or token.remaining_retrievals <= 0:
+            if token.expires_at <= now:
                 raise Conflict(
-                    "The import token has reached its 'maxAllowedRetrievals' or 'expirationDate'. To "
-                    "create a new import token, use 'POST /import_token'.",
+                    "The import token has reached its 'expirationDate'. To create a new import token, "
+                    "use 'POST /import_token'.",
+                    reason=Reason.IMPORT_TOKEN_EXPIRED,
+                )
+            if token.remaining_retrievals <= 0:
+                # Same reason code as expiry (Key Protect has one for both), but a message that says
+                # which limit was hit: a newcomer reading "expired" ten seconds after creating the
+                # token looks for a clock problem, not for maxAllowedRetrievals.
+                raise Conflict(
+                    f"The import token's retrievals are used up (maxAllowedRetrievals "
+                    f"{token.max_retrievals}); it has not expired. To create a new import token, use "
+                    "'POST /import_token' (with a larger 'maxAllowedRetrievals' to retrieve it more often).",
                     reason=Reason.IMPORT_TOKEN_EXPIRED,
                 )
             token.remaining_retrievals -= 1
@@ -168,9 +178,9 @@ class ImportTokenService:
         token = self.current(ctx)
         if token.expires_at <= self._clock.now():
             raise Conflict(
-                "The import token that was used to encrypt this key has reached its "
-                "'maxAllowedRetrievals' or 'expirationDate', and it is no longer available for key "
-                "operations. To create a new import token, use 'POST /import_token'.",
+                "The import token that was used to encrypt this key has reached its 'expirationDate', "
+                "and it is no longer available for key operations. To create a new import token, use "
+                "'POST /import_token'.",
                 reason=Reason.IMPORT_TOKEN_EXPIRED,
             )
         if len(material.iv) != NONCE_SIZE:

@@ -183,7 +183,10 @@ REASON_TABLE: Mapping[Reason, ReasonSpec] = {
     Reason.INVALID_STATE: _s(409, "KEY_ACTION_INVALID_STATE_ERR", _KEY_STATE_MSG),
     # A lost optimistic-concurrency race: retrying succeeds, which is what REQ_TOO_EARLY_ERR says.
     Reason.CONCURRENT_UPDATE: _s(409, "REQ_TOO_EARLY_ERR", _TOO_EARLY_MSG),
-    Reason.IMPORT_TOKEN_EXPIRED: _s(409, "IMPORT_TOKEN_EXPIRED_ERR", "The import token has expired."),
+    # The domain message says which limit was reached (expiry, or retrievals used up).
+    Reason.IMPORT_TOKEN_EXPIRED: _s(
+        409, "IMPORT_TOKEN_EXPIRED_ERR", "The import token has expired.", Detail.REASON
+    ),
     Reason.ALIAS_NOT_UNIQUE: _s(
         409,
         "KEY_ALIAS_NOT_UNIQUE_ERR",
