@@ -9,12 +9,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test setup system-deps protos check-protos lint clean bench soak bench-deps
+.PHONY: run test setup system-deps test-deps protos check-protos lint clean bench soak bench-deps
 
 run: setup
 	$(BIN)/hsmbridge dev
 
-test: setup check-protos lint
+test: setup test-deps check-protos lint
 	@$(BIN)/python -m pytest; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
 
@@ -47,6 +47,13 @@ system-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing postgresql from Debian's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+# Only `make test` needs Chromium (tests/test_rest_docs_offline.py renders /docs in it, headless,
+# with no network), so `make run` does not download a browser.
+test-deps:
+	@command -v chromium >/dev/null || { \
+	  echo "installing chromium from Debian's packages (the /docs page is tested in it)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

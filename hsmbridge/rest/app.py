@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -45,7 +46,10 @@ def create_app(
         registrations,
     )
 
-    app = FastAPI(
+    # FastAPIOffline: /docs (Swagger UI) and /redoc load their scripts and CSS from files shipped
+    # in the fastapi-offline wheel, under /static-offline-docs, instead of a CDN: a sidecar's
+    # network is usually closed, and FastAPI's default pages are blank there.
+    app = FastAPIOffline(
         title="hsmbridge — Key Protect API v2",
         description="IBM Key Protect API v2, served by hsmbridge over a PKCS#11 HSM.",
         version="2.0",
