@@ -49,11 +49,12 @@ system-deps:
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
 # Only `make test` needs Chromium (tests/test_rest_docs_offline.py renders /docs in it, headless,
-# with no network), so `make run` does not download a browser.
+# with no network), so `make run` does not download a browser; and jq, which the README's
+# examples pipe into (tests/test_ops_cli.py runs one as printed).
 test-deps:
-	@command -v chromium >/dev/null || { \
-	  echo "installing chromium from Debian's packages (the /docs page is tested in it)"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@command -v chromium >/dev/null && command -v jq >/dev/null || { \
+	  echo "installing chromium and jq from Debian's packages (the /docs page is tested in Chromium)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium jq >/dev/null; }
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -403,6 +403,9 @@ def parser() -> argparse.ArgumentParser:
     probe.add_argument("--timeout", type=float, default=3.0)
     probe.add_argument("--live", action="store_true", help="liveness: any answer means alive")
     probe.set_defaults(func=cmd_health)
+    from hsmbridge import ops  # the operator CLI over gRPC: keys, wrap, unwrap, import-token, rewrap
+
+    ops.register(sub)
     return p
 
 
