@@ -13,73 +13,41 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from daemon import Daemon
 
-from hsmbridge import cli
 from hsmbridge.client import Client
 from hsmbridge.v1 import keys_pb2
 
+if TYPE_CHECKING:
+    from ops_fixtures import Hsmbridge
+
+pytest_plugins = ("ops_fixtures",)
 pytestmark = pytest.mark.softhsm
 
 PROPAGATION_TENANT = "ops-propagation"
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> object:
-        return json.loads(self.out)
-
-
-@pytest.fixture(scope="module")
-def daemon(
-    softhsm_token: dict[str, str], hsm_backend: object, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Daemon]:
-    """`hsm_backend` has created the master KEK on the session's token."""
-    served = Daemon(softhsm_token, tmp_path_factory.mktemp("ops"))
-    served.start()
+@pytest.fixture(scope="module", autouse=True)
+def disabled_early(daemon: Daemon) -> None:
+    """Disabled now, enabled by the last test: Key Protect's 30 s propagation rule runs out while
+    the other tests run instead of in a wait of its own."""
+    client = Client(daemon.address, PROPAGATION_TENANT)
     try:
-        # disabled now, enabled by the last test: Key Protect's 30 s propagation rule runs out
-        # while the other tests run instead of in a wait of its own
-        client = Client(served.address, PROPAGATION_TENANT)
         key = client.keys.CreateKey(
             keys_pb2.CreateKeyRequest(name="later", aliases=["later"]), metadata=client.metadata
         )
         request = keys_pb2.SetKeyStateRequest(key_id=key.id, state=keys_pb2.KEY_STATE_SUSPENDED)
         client.keys.SetKeyState(request, metadata=client.metadata)
-        client.close()
-        yield served
     finally:
-        served.stop()
+        client.close()
 
 
-@pytest.fixture
-def hsmbridge(daemon: Daemon, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
-    """`hsmbridge(*args)` -> Run, with the environment the dev banner's export lines give."""
-    for name in ("HSMBRIDGE_TENANT", "HSMBRIDGE_TOKEN", "HSMBRIDGE_GRPC_CA_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HSMBRIDGE_GRPC_ADDRESS", daemon.address)
-    monkeypatch.setenv("KP_INSTANCE", f"ops-{uuid.uuid4()}")
-
-    def run(*args: str) -> Run:
-        capsys.readouterr()
-        code = cli.main(list(args))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
-
-
-def test_keys_create_list_get_rotate_versions_delete(hsmbridge) -> None:  # type: ignore[no-untyped-def]
+def test_keys_create_list_get_rotate_versions_delete(hsmbridge: Hsmbridge) -> None:
     created = hsmbridge("keys", "create", "payments-root", "--alias", "payments", "--description", "orders")
     assert created.code == 0, created.err
     assert "payments-root" in created.out
@@ -116,7 +84,7 @@ def test_keys_create_list_get_rotate_versions_delete(hsmbridge) -> None:  # type
     assert hsmbridge("keys", "list", "--state", "destroyed", "--json").json()["total"] == 1
 
 
-def test_wrap_and_unwrap(hsmbridge, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_wrap_and_unwrap(hsmbridge: Hsmbridge, tmp_path: Path) -> None:
     hsmbridge("keys", "create", "root", "--alias", "root")
     wrapped = hsmbridge("wrap", "root", "--aad", "orders", "--json").json()
     assert len(base64.b64decode(wrapped["plaintext"])) == 32  # the HSM made the data key
@@ -142,7 +110,7 @@ def test_wrap_and_unwrap(hsmbridge, tmp_path: Path) -> None:  # type: ignore[no-
     assert again["rewrapped_key_version_id"] != again["key_version_id"]
 
 
-def test_server_refusals_exit_non_zero_with_the_reason(hsmbridge) -> None:  # type: ignore[no-untyped-def]
+def test_server_refusals_exit_non_zero_with_the_reason(hsmbridge: Hsmbridge) -> None:
     missing = hsmbridge("keys", "get", "no-such-key")
     assert missing.code == 1
     assert missing.err.strip() == "hsmbridge: NOT_FOUND KEY_NOT_FOUND: Key does not exist"
@@ -165,7 +133,7 @@ def test_server_refusals_exit_non_zero_with_the_reason(hsmbridge) -> None:  # ty
         assert "Traceback" not in run.err
 
 
-def test_disable_refuses_wrap_and_enable_waits_for_propagation(hsmbridge) -> None:  # type: ignore[no-untyped-def]
+def test_disable_refuses_wrap_and_enable_waits_for_propagation(hsmbridge: Hsmbridge) -> None:
     hsmbridge("keys", "create", "pausable", "--alias", "pausable")
     assert hsmbridge("keys", "disable", "pausable", "--json").json()["state"] == "KEY_STATE_SUSPENDED"
     refused = hsmbridge("wrap", "pausable")
@@ -176,7 +144,7 @@ def test_disable_refuses_wrap_and_enable_waits_for_propagation(hsmbridge) -> Non
     assert "TOO_EARLY" in early.err
 
 
-def test_connection_problems_are_one_line(hsmbridge, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_connection_problems_are_one_line(hsmbridge: Hsmbridge, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("KP_INSTANCE")
     no_tenant = hsmbridge("keys", "list")
     assert no_tenant.code == 2
@@ -191,7 +159,7 @@ def test_connection_problems_are_one_line(hsmbridge, monkeypatch: pytest.MonkeyP
     assert "not-a-token" not in refused.err
 
 
-def test_import_token_create_and_get(hsmbridge, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_import_token_create_and_get(hsmbridge: Hsmbridge, tmp_path: Path) -> None:
     created = hsmbridge(
         "import-token", "create", "--max-retrievals", "1", "--key-bits", "2048", "--json"
     ).json()
@@ -207,7 +175,7 @@ def test_import_token_create_and_get(hsmbridge, tmp_path: Path) -> None:  # type
     assert "retrievals are used up" in spent.err
 
 
-def test_create_with_material_imports_it(hsmbridge, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_create_with_material_imports_it(hsmbridge: Hsmbridge, tmp_path: Path) -> None:
     material = tmp_path / "material"
     material.write_bytes(bytes(range(100, 132)))
     key = hsmbridge(
@@ -244,7 +212,7 @@ hsmbridge keys versions payments
     assert result.stdout.count("version") >= 2
 
 
-def test_enable_after_propagation(hsmbridge) -> None:  # type: ignore[no-untyped-def]
+def test_enable_after_propagation(hsmbridge: Hsmbridge) -> None:
     """The key the fixture disabled, enabled once Key Protect's 30 s rule allows it (the last
     test of the module, so that time has mostly passed; the deadline is a functional one)."""
     deadline = time.monotonic() + 120
