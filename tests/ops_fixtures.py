@@ -50,13 +50,10 @@ def tenant() -> str:
 
 
 @pytest.fixture
-def hsmbridge(
-    daemon: Daemon, tenant: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Hsmbridge:
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Hsmbridge:
+    """`run_cli(*args)`: one command, with none of the caller's HSMBRIDGE_* connection settings."""
     for name in OPS_ENV:
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HSMBRIDGE_GRPC_ADDRESS", daemon.address)
-    monkeypatch.setenv("KP_INSTANCE", tenant)
 
     def run(*args: str) -> Run:
         capsys.readouterr()
@@ -65,3 +62,11 @@ def hsmbridge(
         return Run(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture
+def hsmbridge(daemon: Daemon, tenant: str, run_cli: Hsmbridge, monkeypatch: pytest.MonkeyPatch) -> Hsmbridge:
+    """`run_cli` pointed at the module's daemon, as after pasting the dev banner's lines."""
+    monkeypatch.setenv("HSMBRIDGE_GRPC_ADDRESS", daemon.address)
+    monkeypatch.setenv("KP_INSTANCE", tenant)
+    return run_cli
