@@ -4,6 +4,9 @@
 first start needs under ./var (a SoftHSM2 token, the master KEK, the store), serves gRPC on
 127.0.0.1:50051 and the Key Protect REST API on 127.0.0.1:8080, and prints a bearer token, an
 instance id and ready-to-paste `export` lines. Loopback only: it trusts whoever connects.
+
+The operator commands (`keys`, `wrap`, `unwrap`, `import-token`, `rewrap`) are gRPC clients of a
+running daemon and live in hsmbridge/ops/, registered below with one call.
 """
 
 from __future__ import annotations
