@@ -188,6 +188,7 @@ def dev_banner(
         "",
         'Try:  curl -s "$KP_URL/api/v2/keys" -H "authorization: Bearer $KP_TOKEN" '
         '-H "bluemix-instance: $KP_INSTANCE"',
+        "      hsmbridge keys list      (the operator CLI finds this server through the lines above)",
         "",
     ]
     return "\n".join(lines)
