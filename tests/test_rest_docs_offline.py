@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import httpx
 import pytest
 from daemon import Daemon
 
+pytest_plugins = ("ops_fixtures",)
 pytestmark = pytest.mark.softhsm
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -36,16 +36,9 @@ OFFLINE = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
 
 
 @pytest.fixture(scope="module")
-def rest_url(
-    softhsm_token: dict[str, str], hsm_backend: object, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """`hsm_backend` has created the master KEK on the session's token."""
-    daemon = Daemon(softhsm_token, tmp_path_factory.mktemp("docs"))
-    daemon.start()
-    try:
-        yield daemon.rest_url
-    finally:
-        daemon.stop()
+def rest_url(daemon: Daemon) -> str:
+    """A real `hsmbridge serve` on the session's SoftHSM2 token (ops_fixtures' module daemon)."""
+    return daemon.rest_url
 
 
 def rendered(url: str, profile: Path) -> str:
