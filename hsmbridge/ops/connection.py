@@ -23,6 +23,8 @@ status 1; `--json` puts the same fields on stderr as one JSON object.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import functools
 import json
 import os
@@ -94,9 +96,6 @@ def read_input(path: str, what: str) -> bytes:
 
 
 def decode_base64(text: str, what: str) -> bytes:
-    import base64
-    import binascii
-
     try:
         return base64.b64decode(text.strip(), validate=True)
     except (binascii.Error, ValueError):
@@ -124,7 +123,11 @@ def connect(args: argparse.Namespace) -> Client:
             "name the tenant with --tenant or $HSMBRIDGE_TENANT (hsmbridge dev prints KP_INSTANCE)"
         )
     token_file = getattr(args, "token_file", None)
-    token = _read(token_file, "token file").decode().strip() if token_file else os.environ.get(TOKEN_ENV)
+    token = (
+        _read(token_file, "token file").decode(errors="replace").strip()
+        if token_file
+        else os.environ.get(TOKEN_ENV)
+    )
     creds = credentials(args)
     if creds is None:
         return Client(address, tenant, token=token or None)
@@ -137,7 +140,10 @@ def connect(args: argparse.Namespace) -> Client:
 def describe_rpc_error(err: grpc.RpcError) -> dict[str, str]:
     """The daemon's answer, as the operator needs it: code, reason, message."""
     code = err.code() if callable(getattr(err, "code", None)) else None
-    status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
+    try:
+        status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
+    except ValueError:  # details that do not match the status: no reason to show, the code stays
+        status = None
     message = err.details() if callable(getattr(err, "details", None)) else ""
     return {
         "code": code.name if code is not None else "UNKNOWN",

@@ -94,7 +94,7 @@ def items(
 def count_items(path: str) -> int | None:
     if path == "-":
         return None
-    with open(path, encoding="utf-8") as source:
+    with open(path, encoding="utf-8", errors="replace") as source:
         return sum(1 for line in source if line.strip())
 
 
@@ -175,7 +175,11 @@ def rewrap(args: argparse.Namespace, client: Client) -> int:
     started = time.monotonic()
     index = done
     with ExitStack() as stack:
-        source = sys.stdin if args.input == "-" else stack.enter_context(open(args.input, encoding="utf-8"))
+        source = (
+            sys.stdin
+            if args.input == "-"
+            else stack.enter_context(open(args.input, encoding="utf-8", errors="replace"))
+        )
         out = sys.stdout if to_stdout else stack.enter_context(out_path.open("a", encoding="utf-8"))
         bar = stack.enter_context(progress_bar(total, args.no_progress or to_stdout))
         task = bar.add_task("rewrap", total=total, completed=done)
