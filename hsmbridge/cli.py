@@ -19,6 +19,7 @@ import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from hsmbridge import config as config_module
 from hsmbridge import softhsm
@@ -152,7 +153,10 @@ def require_free_dev_ports(listeners: list[tuple[str, str, str]]) -> None:
 
 
 def dev_banner(
-    credentials: config_module.DevCredentials, addresses: dict[str, str], cfg: config_module.Config
+    credentials: config_module.DevCredentials,
+    addresses: dict[str, str],
+    cfg: config_module.Config,
+    huawei: Any = None,
 ) -> str:
     """What `hsmbridge dev` prints once both servers listen. The IBM_KEY_PROTECT_API_* lines make
     the official Python SDK's `IbmKeyProtectApiV2.new_instance()` find this server unchanged."""
@@ -174,6 +178,13 @@ def dev_banner(
         lines.append(f"  extra token:      {token}   (principal {principal})")
     if credentials.token_generated:
         lines.append(f"  The token changes on every start; set {config_module.DEV_TOKEN_ENV} to fix it.")
+    if huawei is not None:
+        from hsmbridge.huawei.auth import DEV_AK_ENV, DEV_SK_ENV
+
+        lines.append(f"  Huawei KMS API:   {rest}/v1.0/{{project_id}}/kms/...   (any project id)")
+        lines.append(f"  Huawei AK / SK:   {huawei.access_key} / {huawei.secret_key}")
+        if huawei.generated:
+            lines.append(f"  The pair changes on every start; set {DEV_AK_ENV} and {DEV_SK_ENV} to fix it.")
     lines += [
         "",
         "Paste into a shell:",
@@ -185,6 +196,15 @@ def dev_banner(
         "    export IBM_KEY_PROTECT_API_AUTH_TYPE=bearerToken",
         f"    export IBM_KEY_PROTECT_API_BEARER_TOKEN={credentials.token}",
         f"    export HSMBRIDGE_GRPC_ADDRESS={addresses['grpc']}",
+        *(
+            [
+                f"    export HUAWEICLOUD_SDK_AK={huawei.access_key}",
+                f"    export HUAWEICLOUD_SDK_SK={huawei.secret_key}",
+                f"    export HUAWEI_KMS_ENDPOINT={rest}",
+            ]
+            if huawei is not None
+            else []
+        ),
         "",
         'Try:  curl -s "$KP_URL/api/v2/keys" -H "authorization: Bearer $KP_TOKEN" '
         '-H "bluemix-instance: $KP_INSTANCE"',
@@ -236,12 +256,15 @@ def cmd_dev(args: argparse.Namespace) -> int:
     credentials = config_module.dev_credentials()
     initialise(cfg, softhsm_token=True, force_conf=True)
     dev_audit(cfg, to_stdout=args.audit_stdout)
+    from hsmbridge.huawei.auth import dev_access_key
+
+    huawei = dev_access_key() if cfg.huawei.enabled else None
 
     def ready(addresses: dict[str, str]) -> None:
-        print(dev_banner(credentials, addresses, cfg), flush=True)
+        print(dev_banner(credentials, addresses, cfg, huawei), flush=True)
 
     authenticator = StaticTokenAuthenticator(credentials.tokens())
-    asyncio.run(daemon.serve(cfg, rest_authenticator=authenticator, on_ready=ready))
+    asyncio.run(daemon.serve(cfg, rest_authenticator=authenticator, on_ready=ready, huawei_dev=huawei))
     return 0
 
 

@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from hsmbridge.errors import InvalidInput
+from hsmbridge.huawei.auth import HuaweiConfig
 from hsmbridge.security.config import SecurityConfig
 from hsmbridge.security.tls import TlsConfig
 
@@ -163,6 +164,7 @@ class Config(_Section):
     server: ServerConfig = ServerConfig()
     metrics: MetricsConfig = MetricsConfig()
     security: SecurityConfig = SecurityConfig()
+    huawei: HuaweiConfig = HuaweiConfig()
 
     def resolve_pin(self) -> str:
         env_pin = os.environ.get(PIN_ENV)

@@ -299,8 +299,29 @@ def rest_authenticator_for(config: Config) -> Any:
     return StaticTokenAuthenticator(credentials.tokens())
 
 
+def huawei_authenticator_for(config: Config, rest_authenticator: Any, dev: Any = None) -> Any:
+    """The Huawei KMS API's authenticator: ``[huawei]`` access keys, X-Auth-Token through the REST
+    authenticator, and in dev mode the dev AK/SK (`dev`, or HSMBRIDGE_DEV_HUAWEI_AK/_SK, or a
+    printed random pair). None when ``huawei.enabled`` is false."""
+    from hsmbridge.huawei.auth import HuaweiAuthenticator, dev_access_key
+
+    if not config.huawei.enabled:
+        return None
+    if config.server.dev and dev is None:
+        dev = dev_access_key()
+        if dev.generated:
+            print(f"hsmbridge: Huawei dev AK {dev.access_key} SK {dev.secret_key}", flush=True)
+    identify = getattr(rest_authenticator, "identify_rest", None)
+    return HuaweiAuthenticator.from_config(config.huawei, identify, dev if config.server.dev else None)
+
+
 def rest_app(
-    services: Services, config: Config, authenticator: Any, metrics: Metrics | None, gate: Any
+    services: Services,
+    config: Config,
+    authenticator: Any,
+    metrics: Metrics | None,
+    gate: Any,
+    huawei_dev: Any = None,
 ) -> Any:
     from hsmbridge.rest.app import create_app
     from hsmbridge.rest.representation import RenderContext
@@ -311,6 +332,7 @@ def rest_app(
         RenderContext(config.rest.region, config.rest.account),
         metrics=metrics,
         gate=gate,
+        huawei=huawei_authenticator_for(config, authenticator, huawei_dev),
     )
 
 
@@ -336,6 +358,12 @@ async def _sweep(services: Services, interval: float) -> None:
                 log.info("destroyed %d expired import token keypair(s)", swept)
         except Exception as exc:
             log.warning("import token sweep failed: %s", type(exc).__name__)
+        try:
+            swept = await asyncio.to_thread(services.external_keys.sweep)
+            if swept:
+                log.info("external keys: %d expired material, due deletion or import keypair(s) done", swept)
+        except Exception as exc:
+            log.warning("external key sweep failed: %s", type(exc).__name__)
 
 
 def _rotation_scheduler(
@@ -421,6 +449,7 @@ async def serve(
     rest_authenticator: Any = None,
     on_ready: Callable[[dict[str, str]], None] | None = None,
     role: WorkerRole | None = None,
+    huawei_dev: Any = None,
 ) -> None:
     """Run gRPC (and REST unless `rest.enabled` is false) in this process until SIGTERM/SIGINT.
 
@@ -451,7 +480,9 @@ async def serve(
         if pool is not None and metrics is not None:
             metrics.watch_keypair_pool(pool)
         interceptors = [MetricsInterceptor(metrics)] if metrics is not None else []
-        app = rest_app(services, config, rest_auth, metrics, gate) if config.rest.enabled else None
+        app = (
+            rest_app(services, config, rest_auth, metrics, gate, huawei_dev) if config.rest.enabled else None
+        )
         server, health = build_server(
             services, grpc_authenticator, rest_app=app, interceptors=interceptors, gate=gate
         )

@@ -147,6 +147,13 @@ class Supervisor:
                 # every worker must accept the same token: choose it once, here
                 print(f"hsmbridge: REST dev bearer token {credentials.token}", flush=True)
             env[DEV_TOKEN_ENV] = credentials.token
+            if self.config.huawei.enabled:
+                from hsmbridge.huawei.auth import DEV_AK_ENV, DEV_SK_ENV, dev_access_key
+
+                pair = dev_access_key()
+                if pair.generated:
+                    print(f"hsmbridge: Huawei dev AK {pair.access_key} SK {pair.secret_key}", flush=True)
+                env[DEV_AK_ENV], env[DEV_SK_ENV] = pair.access_key, pair.secret_key
         env["HSMBRIDGE_METRICS__LISTEN"] = "127.0.0.1:0"  # per worker; merged on metrics.listen
         self._env = env
         self._lifeline_r, self._lifeline_w = os.pipe()

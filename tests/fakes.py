@@ -27,7 +27,16 @@ from cryptography.hazmat.primitives.keywrap import (
     aes_key_wrap_with_padding,
 )
 
-from hsmbridge.core.backend import Capabilities, HsmInfo, ImportedKey, KeyRef, MaterialKind, OaepHash, wipe
+from hsmbridge.core.backend import (
+    Capabilities,
+    HsmInfo,
+    ImportedKey,
+    KeyRef,
+    KeyWrapping,
+    MaterialKind,
+    OaepHash,
+    wipe,
+)
 from hsmbridge.core.model import WrappedKey
 from hsmbridge.errors import (
     HsmBridgeError,
@@ -181,6 +190,28 @@ class FakeBackend:
 
     def destroy_import_keypair(self, object_id: str) -> None:
         self.import_keys.pop(object_id, None)  # like the real one: nothing to destroy is fine
+
+    def import_wrapped_key(self, object_id: str, encrypted_key: bytes, wrapping: KeyWrapping) -> WrappedKey:
+        private = self.import_keys.get(object_id)
+        if private is None:
+            raise NotFound(
+                "the import token's key is no longer on the HSM", reason=Reason.IMPORT_TOKEN_NOT_FOUND
+            )
+        if wrapping is KeyWrapping.PKCS1_V15:
+            scheme: padding.AsymmetricPadding = padding.PKCS1v15()
+        else:
+            algorithm = hashes.SHA256() if wrapping is KeyWrapping.OAEP_SHA256 else hashes.SHA1()
+            scheme = padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=None)
+        try:
+            key = bytearray(private.decrypt(encrypted_key, scheme))
+        except (ValueError, TypeError):
+            raise IntegrityError(_BAD_IMPORT) from None
+        try:
+            if len(key) not in AES_LENGTHS:
+                raise IntegrityError(_BAD_IMPORT)
+            return self.wrap_material(MaterialKind.AES, key)
+        finally:
+            wipe(key)
 
     def import_key(
         self,

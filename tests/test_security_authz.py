@@ -73,6 +73,26 @@ MATRIX = {
     "kms.keyrings.create": "--xx-",
     "kms.keyrings.delete": "---x-",
     "hsmbridge.hsm.read": "---x-",  # [I]
+    # Huawei Cloud KMS v1.0 (all [I], see security/authz.py)
+    "kms:createKey": "--xx-",
+    "kms:describeKey": "xxxx-",
+    "kms:listKeys": "xxxx-",
+    "kms:enableKey": "---x-",
+    "kms:disableKey": "---x-",
+    "kms:scheduleKeyDeletion": "---x-",
+    "kms:cancelKeyDeletion": "---x-",
+    "kms:updateKeyAlias": "--xx-",
+    "kms:updateKeyDescription": "--xx-",
+    "kms:getParametersForImport": "--xx-",
+    "kms:importKeyMaterial": "--xx-",
+    "kms:deleteImportedKeyMaterial": "---x-",
+    "kms:createDataKey": "xxxx-",
+    "kms:createDataKeyWithoutPlaintext": "xxxx-",
+    "kms:encryptDataKey": "xxxx-",
+    "kms:decryptDataKey": "xxxx-",
+    "kms:encryptData": "xxxx-",
+    "kms:decryptData": "xxxx-",
+    "kms:genRandom": "xxxx-",
 }
 
 TENANT = "tenant-a"

@@ -951,10 +951,24 @@ def test_purge_takes_policy_records_and_registrations_with_the_key(registered: S
 # --- migrations and lifecycle ------------------------------------------------------------------
 
 
-def test_migrations_are_numbered_from_one_without_gaps() -> None:
+def test_migrations_are_numbered_from_one_in_order() -> None:
     found = migrations.load_migrations()
     assert found[0].version == 1 and found[0].name == "initial"
-    assert [m.version for m in found] == list(range(1, len(found) + 1))
+    versions = [m.version for m in found]
+    assert versions == sorted(set(versions))
+
+
+def test_a_migration_merged_below_the_recorded_version_is_still_applied(tmp_path: Path) -> None:
+    """Branches get migration numbers up front and may merge out of order: a database already at
+    the highest number must still get a lower one that arrived later."""
+    shipped = migrations.load_migrations()
+    late = shipped[1]
+    db = sqlite3.connect(tmp_path / "late.db", isolation_level=None)
+    migrations.migrate(db, [m for m in shipped if m is not late])
+    assert migrations.migrate(db, shipped) == shipped[-1].version
+    applied = {row[0] for row in db.execute("SELECT version FROM schema_version")}
+    assert applied == {m.version for m in shipped}
+    db.close()
 
 
 def test_migrate_is_idempotent_and_reports_the_schema_version(unmigrated: Store) -> None:

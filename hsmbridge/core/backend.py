@@ -25,6 +25,16 @@ class OaepHash(enum.StrEnum):
     SHA256 = "sha256"
 
 
+class KeyWrapping(enum.StrEnum):
+    """How imported key material was encrypted to an HSM-held RSA key (raw, without a nonce)."""
+
+    OAEP_SHA1 = "oaep-sha1"
+    OAEP_SHA256 = "oaep-sha256"
+    #: RSAES-PKCS1-v1_5: a padding oracle risk (Bleichenbacher), so adapters offer it only when
+    #: the operator enables it.
+    PKCS1_V15 = "pkcs1-v1_5"
+
+
 class MaterialKind(enum.StrEnum):
     AES = "aes"  # root keys: usable for AES-GCM, never revealed
     SECRET = "secret"  # standard keys: opaque secrets revealed to authorised callers
@@ -147,6 +157,13 @@ class CryptoBackend(Protocol):
         """RSA-OAEP-unwrap `encrypted_key` inside the HSM into an AES key, open `encrypted_nonce`
         (AES-GCM, no AAD) with it, wrap the key for storage. IntegrityError if anything fails to
         verify; the same error whatever failed, so there is no padding oracle."""
+        ...
+
+    def import_wrapped_key(self, object_id: str, encrypted_key: bytes, wrapping: KeyWrapping) -> WrappedKey:
+        """Unwrap `encrypted_key` (RSA-encrypted raw AES key material, no proof-of-possession nonce:
+        the caller authenticates the import otherwise, e.g. with a sealed bound token) inside the
+        HSM with the import keypair `object_id`, and wrap it for storage. One `IntegrityError` for
+        every failure."""
         ...
 
     def close(self) -> None: ...

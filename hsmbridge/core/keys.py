@@ -204,6 +204,11 @@ class KeyService:
 
     _changed = invalidate
 
+    def forget_versions(self, version_ids: Sequence[str]) -> None:
+        """Drop cached versions whose stored material was deleted outside this service
+        (core/external_keys.py deletes imported material and reimports it later)."""
+        self._versions.drop(version_ids)
+
     def _check_material(self, ctx: CallContext, payload: object, secure_import: object) -> None:
         if payload is not None or secure_import is not None:
             for rule in self.material_rules:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from hsmbridge.core.backend import CryptoBackend
 from hsmbridge.core.clock import Clock, SystemClock
 from hsmbridge.core.envelopes import BatchEnvelopeService, EnvelopeService
+from hsmbridge.core.external_keys import ExternalKeyService
 from hsmbridge.core.import_tokens import ImportTokenService
 from hsmbridge.core.key_rings import KeyRingService
 from hsmbridge.core.keys import KeyService
@@ -32,6 +33,9 @@ class Services:
     def __post_init__(self) -> None:
         self.batches = BatchEnvelopeService(self.keys, self.backend)
         self.sealer = Sealer(self.keys, self.envelopes)
+        self.external_keys = ExternalKeyService(
+            self.store, self.keys, self.backend, self.clock, self.import_tokens, self.sealer
+        )
 
     @classmethod
     def build(cls, store: Store, backend: CryptoBackend, clock: Clock | None = None) -> Services:

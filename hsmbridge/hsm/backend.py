@@ -43,6 +43,7 @@ from hsmbridge.core.backend import (
     HsmInfo,
     ImportedKey,
     KeyRef,
+    KeyWrapping,
     MaterialKind,
     OaepHash,
     wipe,
@@ -76,6 +77,8 @@ _OAEP = {
     OaepHash.SHA1: (Mechanism.SHA_1, MGF.SHA1, "sha1"),
     OaepHash.SHA256: (Mechanism.SHA256, MGF.SHA256, "sha256"),
 }
+
+_WRAPPING_OAEP = {KeyWrapping.OAEP_SHA1: OaepHash.SHA1, KeyWrapping.OAEP_SHA256: OaepHash.SHA256}
 
 
 @dataclass(frozen=True)
@@ -708,6 +711,51 @@ class Pkcs11Backend:
                 key.destroy()
 
         return self._run("import-key", op)
+
+    def import_wrapped_key(self, object_id: str, encrypted_key: bytes, wrapping: KeyWrapping) -> WrappedKey:
+        caps = self._capabilities
+        oaep_hash = _WRAPPING_OAEP.get(wrapping)
+        native = (oaep_hash is OaepHash.SHA1 and caps.rsa_oaep_sha1) or (
+            oaep_hash is OaepHash.SHA256 and caps.rsa_oaep_sha256
+        )
+        if oaep_hash is OaepHash.SHA256 and not native and not caps.oaep_sha256_available:
+            raise Unsupported("the HSM cannot unwrap RSA-OAEP with SHA256")
+        if oaep_hash is OaepHash.SHA1 and not native:
+            raise Unsupported("the HSM cannot unwrap RSA-OAEP with SHA1")
+        failed = "the encrypted key material could not be decrypted with the import parameters"
+
+        def op(pooled: PooledSession) -> WrappedKey:
+            private = self._import_private_key(pooled, object_id)
+            try:
+                if oaep_hash is None:
+                    key = private.unwrap_key(
+                        ObjectClass.SECRET_KEY,
+                        KeyType.AES,
+                        encrypted_key,
+                        mechanism=Mechanism.RSA_PKCS,
+                        store=False,
+                        template=self._transient_template(),
+                    )
+                elif native:
+                    key = self._oaep_unwrap(private, encrypted_key, oaep_hash)
+                else:
+                    key = self._raw_rsa_unwrap(pooled, private, encrypted_key)
+            except pkcs11.PKCS11Error as exc:
+                if recovery_for(exc) is not Recovery.NONE:
+                    raise
+                raise IntegrityError(failed) from None
+            try:
+                blob = bytes(self._kek(pooled).wrap_key(key, mechanism=KWP))
+            finally:
+                key.destroy()
+            # SoftHSM2 leaves CKA_VALUE_LEN at 0 on unwrapped keys: RFC 5649 adds exactly 8 bytes.
+            length = len(blob) - 8
+            if length not in AES_LENGTHS:
+                raise IntegrityError(failed)
+            kek = self.settings.kek_label
+            return WrappedKey(blob=blob, length=length, kek_label=kek, kind=MaterialKind.AES.value)
+
+        return self._run("import-wrapped-key", op)
 
     def _oaep_unwrap(self, private: Any, encrypted_key: bytes, oaep_hash: OaepHash) -> Any:
         mech, mgf, _ = _OAEP[oaep_hash]

@@ -31,9 +31,11 @@ def create_app(
     render: RenderContext,
     metrics: Any = None,
     gate: SecurityGate | None = None,
+    huawei: Any = None,
 ) -> FastAPI:
     """`gate`: the process's security gate (authorisation, rate limits, audit); by default
-    authorisation only, with the standard role table."""
+    authorisation only, with the standard role table. `huawei`: a `HuaweiAuthenticator` to also
+    serve the Huawei Cloud KMS API v1.0 (hsmbridge/huawei/) through the same gate."""
     from hsmbridge.rest import (  # one module per resource
         actions,
         aliases,
@@ -71,9 +73,15 @@ def create_app(
         keys,
     ):
         app.include_router(module.router)
+    if huawei is not None:
+        from hsmbridge import huawei as huawei_api
+
+        huawei_api.install(app, services, huawei, app.state.hsmbridge.gate)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if request.url.path.startswith("/v1.0/"):  # Huawei routes never answer a Key Protect body
+            return _huawei_routing_error(exc.status_code)
         if exc.status_code == 405:
             error: Exception = Unsupported("This method is not supported on this resource.")
         elif exc.status_code == 404:
@@ -84,6 +92,24 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        if request.url.path.startswith("/v1.0/"):
+            return _huawei_routing_error(400)
         return context.error_response(request, InvalidInput("The request is malformed."), _ROUTING)
 
     return app
+
+
+def _huawei_routing_error(status: int) -> Response:
+    from hsmbridge.huawei import errors as huawei_errors
+    from hsmbridge.huawei.context import error_response
+
+    error: Exception = InvalidInput("Invalid request URL.")
+    if status == 404:
+        error = huawei_errors.coded(
+            NotFound("Invalid request URL.", reason=Reason.NOT_FOUND), huawei_errors.INVALID_URL
+        )
+    elif status == 405:
+        error = huawei_errors.coded(Unsupported("Invalid request URL."), huawei_errors.INVALID_URL)
+    else:
+        error = huawei_errors.coded(InvalidInput("Invalid request URL."), huawei_errors.INVALID_URL)
+    return error_response(error)

@@ -128,6 +128,33 @@ _ALL: tuple[Action, ...] = (
     _a("kms.keyrings.delete", M, MG, "kms.key-rings.delete"),
     # hsmbridge's own
     _a("hsmbridge.hsm.read", M, RD, source="I"),
+    # Huawei Cloud KMS v1.0 (hsmbridge/huawei/): one action per API, named and audited after
+    # Huawei's KMS operations; roles follow the Key Protect columns above for the same kind of work
+    # (reads and crypto: Reader; create/import: Writer; state changes, deletion: Manager) [I].
+    *(
+        _a(f"kms:{name}", role, cls, f"huawei.kms.{name}", source="I")
+        for name, role, cls in (
+            ("createKey", W, MG),
+            ("describeKey", R, RD),
+            ("listKeys", R, RD),
+            ("enableKey", M, MG),
+            ("disableKey", M, MG),
+            ("scheduleKeyDeletion", M, MG),
+            ("cancelKeyDeletion", M, MG),
+            ("updateKeyAlias", W, MG),
+            ("updateKeyDescription", W, MG),
+            ("getParametersForImport", W, MG),
+            ("importKeyMaterial", W, MG),
+            ("deleteImportedKeyMaterial", M, MG),
+            ("createDataKey", R, C),
+            ("createDataKeyWithoutPlaintext", R, C),
+            ("encryptDataKey", R, C),
+            ("decryptDataKey", R, C),
+            ("encryptData", R, C),
+            ("decryptData", R, C),
+            ("genRandom", R, C),
+        )
+    ),
 )
 
 #: IAM action name → Action.

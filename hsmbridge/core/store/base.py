@@ -21,7 +21,10 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from hsmbridge.core.store.external import ExternalRows
 
 from hsmbridge.core.model import ImportToken, Key, KeyState, KeyVersion, WrappedKey
 
@@ -106,8 +109,14 @@ class StoreReader(Protocol):
 
 class StoreTransaction(StoreReader, Protocol):
     def ensure_tenant(self, tenant: str, now: datetime) -> None: ...
-    def insert_key(self, key: Key, first_version: KeyVersion) -> None:
-        """Store a new key with its aliases and its first version."""
+    def insert_key(self, key: Key, first_version: KeyVersion | None) -> None:
+        """Store a new key with its aliases and its first version; None: a key whose material is
+        still to be imported (an external key pending import, core/external_keys.py)."""
+        ...
+
+    @property
+    def external(self) -> ExternalRows:
+        """External keys and bound import parameters (migration 004, core/store/external.py)."""
         ...
 
     def update_key(self, key: Key) -> None:

@@ -113,6 +113,7 @@ from hsmbridge.core.store.base import (
     Registration,
     RegistrationQuery,
 )
+from hsmbridge.core.store.external import ExternalRows
 from hsmbridge.errors import (
     AlreadyExists,
     Conflict,
@@ -560,11 +561,12 @@ class _PostgresTransaction(_PostgresReader):
             )
 
     @_guarded
-    def insert_key(self, key: Key, first_version: KeyVersion) -> None:
-        if (first_version.tenant, first_version.key_id) != (key.tenant, key.id):
-            raise InternalError("first version belongs to another key")
-        if key.current_version_id != first_version.id:
-            raise InternalError("a new key's current version must be its first version")
+    def insert_key(self, key: Key, first_version: KeyVersion | None) -> None:
+        if first_version is not None:
+            if (first_version.tenant, first_version.key_id) != (key.tenant, key.id):
+                raise InternalError("first version belongs to another key")
+            if key.current_version_id != first_version.id:
+                raise InternalError("a new key's current version must be its first version")
         with self._atomic("insert_key"):
             try:
                 self._write(_KEY_INSERT, _key_params(key))
@@ -575,9 +577,15 @@ class _PostgresTransaction(_PostgresReader):
                 if not self._ring_exists(key.tenant, key.key_ring):
                     raise NotFound("key ring not found", reason=Reason.KEY_RING_NOT_FOUND) from exc
                 raise
-            self._insert_version(first_version)
+            if first_version is not None:
+                self._insert_version(first_version)
             for alias in key.aliases:
                 self._insert_alias(key.tenant, key.id, alias)
+
+    @property
+    def external(self) -> ExternalRows:
+        """External keys and bound import parameters (migration 004; SQL shared with the other engine)."""
+        return ExternalRows(self._write, pyformat=True)
 
     @_guarded
     def update_key(self, key: Key) -> None:
