@@ -128,31 +128,32 @@ _ALL: tuple[Action, ...] = (
     _a("kms.keyrings.delete", M, MG, "kms.key-rings.delete"),
     # hsmbridge's own
     _a("hsmbridge.hsm.read", M, RD, source="I"),
-    # Huawei Cloud KMS v1.0 (hsmbridge/huawei/): one action per API, named and audited after
-    # Huawei's KMS operations; roles follow the Key Protect columns above for the same kind of work
-    # (reads and crypto: Reader; create/import: Writer; state changes, deletion: Manager) [I].
+    # Huawei Cloud KMS v1.0 (hsmbridge/huawei/): one action per API, audited as
+    # ``huawei.kms.<the API's URI action>``; roles follow the Key Protect columns above for the same
+    # kind of work (reads and crypto: Reader; create/import: Writer; state changes, deletion:
+    # Manager) [I].
     *(
-        _a(f"kms:{name}", role, cls, f"huawei.kms.{name}", source="I")
-        for name, role, cls in (
-            ("createKey", W, MG),
-            ("describeKey", R, RD),
-            ("listKeys", R, RD),
-            ("enableKey", M, MG),
-            ("disableKey", M, MG),
-            ("scheduleKeyDeletion", M, MG),
-            ("cancelKeyDeletion", M, MG),
-            ("updateKeyAlias", W, MG),
-            ("updateKeyDescription", W, MG),
-            ("getParametersForImport", W, MG),
-            ("importKeyMaterial", W, MG),
-            ("deleteImportedKeyMaterial", M, MG),
-            ("createDataKey", R, C),
-            ("createDataKeyWithoutPlaintext", R, C),
-            ("encryptDataKey", R, C),
-            ("decryptDataKey", R, C),
-            ("encryptData", R, C),
-            ("decryptData", R, C),
-            ("genRandom", R, C),
+        _a(f"kms:{name}", role, cls, f"huawei.kms.{uri}", source="I")
+        for name, uri, role, cls in (
+            ("createKey", "create-key", W, MG),
+            ("describeKey", "describe-key", R, RD),
+            ("listKeys", "list-keys", R, RD),
+            ("enableKey", "enable-key", M, MG),
+            ("disableKey", "disable-key", M, MG),
+            ("scheduleKeyDeletion", "schedule-key-deletion", M, MG),
+            ("cancelKeyDeletion", "cancel-key-deletion", M, MG),
+            ("updateKeyAlias", "update-key-alias", W, MG),
+            ("updateKeyDescription", "update-key-description", W, MG),
+            ("getParametersForImport", "get-parameters-for-import", W, MG),
+            ("importKeyMaterial", "import-key-material", W, MG),
+            ("deleteImportedKeyMaterial", "delete-imported-key-material", M, MG),
+            ("createDataKey", "create-datakey", R, C),
+            ("createDataKeyWithoutPlaintext", "create-datakey-without-plaintext", R, C),
+            ("encryptDataKey", "encrypt-datakey", R, C),
+            ("decryptDataKey", "decrypt-datakey", R, C),
+            ("encryptData", "encrypt-data", R, C),
+            ("decryptData", "decrypt-data", R, C),
+            ("genRandom", "gen-random", R, C),
         )
     ),
 )

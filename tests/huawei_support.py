@@ -1,0 +1,83 @@
+"""Shared by tests/test_huawei_*.py: a real daemon with the Huawei API, and the official SDK
+(`huaweicloudsdkkms`, unmodified) pointed at it.
+
+The SDK is built exactly as Huawei's examples build it — `BasicCredentials(ak, sk, project_id)`,
+`KmsClient.new_builder().with_credentials(...).with_endpoints([...])` — with the endpoint
+``http://127.0.0.1:<port>``: the SDK takes the scheme from the endpoint, so no TLS is involved
+(and no certificate check needs switching off).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding
+from daemon import Daemon
+from huaweicloudsdkcore.auth.credentials import BasicCredentials
+from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkkms.v2 import KmsClient
+
+DEV_AK = "HSMBRIDGETESTAK0001"
+DEV_SK = "test-dev-huawei-secret-key-0001"
+PROJECT = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+
+
+def start_daemon(token: dict[str, str], workdir: Path, **env: str) -> Daemon:
+    d = Daemon(
+        token,
+        workdir,
+        HSMBRIDGE_DEV_HUAWEI_AK=DEV_AK,
+        HSMBRIDGE_DEV_HUAWEI_SK=DEV_SK,
+        **env,
+    )
+    d.start()
+    return d
+
+
+def stop_daemon(d: Daemon) -> None:
+    if d.proc and d.proc.poll() is None:
+        assert d.stop() == 0
+
+
+def daemon_fixture(name: str, **env: str):  # type: ignore[no-untyped-def]
+    @pytest.fixture(scope="module")
+    def fixture(
+        softhsm_token: dict[str, str], hsm_backend: object, tmp_path_factory: pytest.TempPathFactory
+    ) -> Iterator[Daemon]:
+        d = start_daemon(softhsm_token, tmp_path_factory.mktemp(name), **env)
+        yield d
+        stop_daemon(d)
+
+    return fixture
+
+
+def kms_client(d: Daemon, *, ak: str = DEV_AK, sk: str = DEV_SK, project: str = PROJECT) -> KmsClient:
+    config = HttpConfig.get_default_config()
+    config.retry_times = 0
+    return (
+        KmsClient.new_builder()
+        .with_http_config(config)
+        .with_credentials(BasicCredentials(ak, sk, project))
+        .with_endpoints([d.rest_url])
+        .build()
+    )
+
+
+def wrap_material(public_key_b64: str, material: bytes, algorithm: str = "RSAES_OAEP_SHA_256") -> str:
+    """What a Huawei BYOK user does with `cryptography`: encrypt the 32-byte key to the public key."""
+    public = serialization.load_der_public_key(base64.b64decode(public_key_b64))
+    if algorithm == "RSAES_PKCS1_V1_5":
+        scheme: padding.AsymmetricPadding = padding.PKCS1v15()
+    else:
+        digest = hashes.SHA256() if algorithm == "RSAES_OAEP_SHA_256" else hashes.SHA1()
+        scheme = padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None)
+    return base64.b64encode(public.encrypt(material, scheme)).decode()  # type: ignore[union-attr]
+
+
+def new_material() -> bytes:
+    return os.urandom(32)
