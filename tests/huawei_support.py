@@ -10,16 +10,21 @@ The SDK is built exactly as Huawei's examples build it — `BasicCredentials(ak,
 from __future__ import annotations
 
 import base64
+import json
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from daemon import Daemon
 from huaweicloudsdkcore.auth.credentials import BasicCredentials
 from huaweicloudsdkcore.http.http_config import HttpConfig
+from huaweicloudsdkcore.sdk_request import SdkRequest
+from huaweicloudsdkcore.signer.signer import Signer
 from huaweicloudsdkkms.v2 import KmsClient
 
 DEV_AK = "HSMBRIDGETESTAK0001"
@@ -81,3 +86,46 @@ def wrap_material(public_key_b64: str, material: bytes, algorithm: str = "RSAES_
 
 def new_material() -> bytes:
     return os.urandom(32)
+
+
+def signed_post(
+    d: Daemon,
+    action: str,
+    body: dict[str, object],
+    *,
+    project: str = PROJECT,
+    ak: str = DEV_AK,
+    sk: str = DEV_SK,
+    when: datetime | None = None,
+    sent_body: bytes | None = None,
+) -> requests.Response:
+    """A request signed by the SDK's own signer and sent with `requests`, for what the SDK's typed
+    calls cannot express: a stale X-Sdk-Date, a body changed after signing (`sent_body`)."""
+    host = d.rest_url.split("://", 1)[1]
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json;charset=UTF-8"}
+    if when is not None:
+        headers["X-Sdk-Date"] = when.strftime("%Y%m%dT%H%M%SZ")
+    request = SdkRequest(
+        method="POST",
+        schema="http",
+        host=host,
+        resource_path=f"/v1.0/{project}/kms/{action}",
+        query_params=[],
+        header_params=headers,
+        body=raw,
+    )
+    Signer(BasicCredentials(ak, sk)).sign(request)
+    return requests.post(
+        f"{d.rest_url}/v1.0/{project}/kms/{action}",
+        data=sent_body if sent_body is not None else raw,
+        headers=dict(request.header_params),
+        timeout=30,
+    )
+
+
+def error_of(response: requests.Response) -> tuple[int, str]:
+    """(status, error_code), asserting the body is Huawei's error shape and nothing else."""
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"error_code", "error_msg"}, body
+    return response.status_code, body["error"]["error_code"]
