@@ -512,10 +512,11 @@ class ExternalKeyService:
                 self._forget_material(ExternalKeyView(key, record, now))
                 done += 1
         for token in expired_tokens:
-            self._destroy_keypair(token.hsm_object_id)
+            if not token.used:  # a used token's keypair was destroyed when it was used
+                self._destroy_keypair(token.hsm_object_id)
+                done += 1
             with self._store.transaction() as tx:
                 tx.external.delete_import_parameters(token.tenant, token.id)
-            done += 1
         return done
 
     def _destroy_keypair(self, object_id: str) -> None:

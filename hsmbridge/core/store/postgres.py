@@ -697,6 +697,7 @@ class _PostgresTransaction(_PostgresReader):
             db.execute("DELETE FROM key_aliases WHERE tenant = %s AND key_id = %s", (tenant, key_id))
             db.execute("DELETE FROM key_policies WHERE tenant = %s AND key_id = %s", (tenant, key_id))
             db.execute("DELETE FROM registrations WHERE tenant = %s AND key_id = %s", (tenant, key_id))
+            db.execute("DELETE FROM external_keys WHERE tenant = %s AND key_id = %s", (tenant, key_id))
             db.execute("DELETE FROM key_versions WHERE tenant = %s AND key_id = %s", (tenant, key_id))
             db.execute("DELETE FROM keys WHERE tenant = %s AND id = %s", (tenant, key_id))
 

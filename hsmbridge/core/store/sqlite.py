@@ -574,6 +574,7 @@ class _SqliteTransaction(_SqliteReader):
             db.execute("DELETE FROM key_aliases WHERE tenant = ? AND key_id = ?", (tenant, key_id))
             db.execute("DELETE FROM key_policies WHERE tenant = ? AND key_id = ?", (tenant, key_id))
             db.execute("DELETE FROM registrations WHERE tenant = ? AND key_id = ?", (tenant, key_id))
+            db.execute("DELETE FROM external_keys WHERE tenant = ? AND key_id = ?", (tenant, key_id))
             db.execute("DELETE FROM key_versions WHERE tenant = ? AND key_id = ?", (tenant, key_id))
             cur = db.execute("DELETE FROM keys WHERE tenant = ? AND id = ?", (tenant, key_id))
             if cur.rowcount == 0:
