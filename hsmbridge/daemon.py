@@ -469,6 +469,7 @@ async def serve(
     else:
         grpc_authenticator = rest_auth = rest_authenticator or build_authenticator(config.security)
     services = await asyncio.to_thread(open_services, config)
+    services.external_keys.allow_pkcs1_v15 = config.huawei.allow_pkcs1_v15
     metrics = Metrics() if config.metrics.enabled else None
     rest: tuple[Any, asyncio.Task[None], str] | None = None
     metrics_http: Any = None

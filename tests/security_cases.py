@@ -280,6 +280,20 @@ REQUESTS: dict[str, dict[str, Callable[[str, bytes], Any]]] = {
     },
     "ImportTokenService/GetImportToken": {"": lambda k, c: import_tokens_pb2.GetImportTokenRequest()},
     "HsmService/GetHsmInfo": {"": lambda k, c: hsm_pb2.GetHsmInfoRequest()},
+    # `k` is a Key Protect-style key (no external record): allowed callers get NOT_FOUND before any
+    # RSA keygen or import work; creating an external key is cheap
+    "KeyService/CreateExternalKey": {
+        "": lambda k, c: K.CreateExternalKeyRequest(alias=f"grpc-{os.urandom(4).hex()}")
+    },
+    "KeyService/ImportKeyMaterial": {
+        "": lambda k, c: K.ImportKeyMaterialRequest(
+            key_id=k, import_token="x" * 200, encrypted_key_material=b"x"
+        )
+    },
+    "KeyService/DeleteKeyMaterial": {"": lambda k, c: K.DeleteKeyMaterialRequest(key_id=k)},
+    "ImportTokenService/GetImportParameters": {
+        "": lambda k, c: import_tokens_pb2.GetImportParametersRequest(key_id=k)
+    },
 }
 
 

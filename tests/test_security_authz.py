@@ -384,7 +384,16 @@ def test_unknown_rpcs_deny() -> None:
 
 def test_action_classes() -> None:
     crypto = {a.name for a in ACTIONS.values() if a.action_class is ActionClass.CRYPTO}
-    assert crypto == {"kms.secrets.wrap", "kms.secrets.unwrap", "kms.secrets.rewrap"}
+    huawei_crypto = {
+        "kms:createDataKey",
+        "kms:createDataKeyWithoutPlaintext",
+        "kms:encryptDataKey",
+        "kms:decryptDataKey",
+        "kms:encryptData",
+        "kms:decryptData",
+        "kms:genRandom",
+    }
+    assert crypto == {"kms.secrets.wrap", "kms.secrets.unwrap", "kms.secrets.rewrap"} | huawei_crypto
     assert ACTIONS["kms.secrets.list"].action_class is ActionClass.READ
     assert ACTIONS["kms.secrets.create"].action_class is ActionClass.MANAGE
 

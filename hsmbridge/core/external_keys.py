@@ -131,6 +131,9 @@ class ExternalKeyService:
         self._clock = clock
         self._import_tokens = import_tokens
         self._sealer = sealer
+        #: RSAES-PKCS1-v1_5 import wrapping (a padding-oracle risk): off unless the operator sets
+        #: ``huawei.allow_pkcs1_v15`` (the daemon copies it here, for every transport).
+        self.allow_pkcs1_v15 = False
 
     # -- create and read ---------------------------------------------------------------------
 
@@ -295,6 +298,13 @@ class ExternalKeyService:
         self, ctx: CallContext, key_id: str, wrapping: KeyWrapping
     ) -> BoundImportParameters:
         """An RSA-2048 public key generated in the HSM and a token binding it to this key."""
+        if wrapping is KeyWrapping.PKCS1_V15 and not self.allow_pkcs1_v15:
+            raise InvalidInput(
+                "RSAES_PKCS1_V1_5 wrapping is disabled because PKCS#1 v1.5 decryption is open to "
+                "padding-oracle attacks; use RSA-OAEP, or set huawei.allow_pkcs1_v15 = true.",
+                reason=Reason.INVALID_FIELD,
+                target="wrapping_algorithm",
+            )
         view = self.get(ctx, key_id)
         self._require_pending_import(view)
         pool = self._import_tokens.pool

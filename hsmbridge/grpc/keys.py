@@ -8,6 +8,7 @@ import asyncio
 import grpc
 
 from hsmbridge.core.backend import wipe
+from hsmbridge.core.external_keys import ORIGIN_EXTERNAL, ExternalKeyView
 from hsmbridge.core.keys import KeySpec
 from hsmbridge.core.model import Key, KeyState
 from hsmbridge.core.principal import CallContext
@@ -152,3 +153,60 @@ class KeyServicer(ServicerBase, keys_pb2_grpc.KeyServiceServicer):
         ctx = self.ctx(context)
         versions = self.services.keys.versions(ctx, request.key_id)
         return keys_pb2.ListKeyVersionsResponse(versions=[convert.key_version(v) for v in versions])
+
+    # -- bring-your-own-key (core/external_keys.py) -----------------------------------------------
+
+    def _external(self, ctx: CallContext, view: ExternalKeyView) -> keys_pb2.ExternalKey:
+        record = view.record
+        return keys_pb2.ExternalKey(
+            key=self._key(ctx, view.key) if record.material_present else convert.key(view.key),
+            alias=record.alias,
+            description=record.description,
+            material_present=view.material_usable,
+            material_expire_time=convert.timestamp(record.material_expires_at),
+            scheduled_deletion_time=convert.timestamp(record.scheduled_deletion_at),
+        )
+
+    @mapped
+    async def CreateExternalKey(
+        self, request: keys_pb2.CreateExternalKeyRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.ExternalKey:
+        ctx = self.ctx(context)
+        if not request.alias:
+            raise InvalidInput("an alias is required", reason=Reason.MISSING_FIELD, target="alias")
+        view = await asyncio.to_thread(
+            self.services.external_keys.create,
+            ctx,
+            alias=request.alias,
+            description=request.description,
+            origin=ORIGIN_EXTERNAL,
+        )
+        return self._external(ctx, view)
+
+    @mapped
+    async def ImportKeyMaterial(
+        self, request: keys_pb2.ImportKeyMaterialRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.ExternalKey:
+        ctx = self.ctx(context)
+        expires = (
+            convert.from_timestamp(request.material_expire_time)
+            if request.HasField("material_expire_time")
+            else None
+        )
+        view = await asyncio.to_thread(
+            self.services.external_keys.import_material,
+            ctx,
+            request.key_id,
+            import_token=request.import_token,
+            encrypted_material=request.encrypted_key_material,
+            expires_at=expires,
+        )
+        return self._external(ctx, view)
+
+    @mapped
+    async def DeleteKeyMaterial(
+        self, request: keys_pb2.DeleteKeyMaterialRequest, context: grpc.aio.ServicerContext
+    ) -> keys_pb2.ExternalKey:
+        ctx = self.ctx(context)
+        view = await asyncio.to_thread(self.services.external_keys.delete_material, ctx, request.key_id)
+        return self._external(ctx, view)

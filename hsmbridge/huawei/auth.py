@@ -111,12 +111,10 @@ class HuaweiAuthenticator:
         token_authenticator: Callable[[str | None], Identity] | None,
         *,
         max_skew: timedelta,
-        allow_pkcs1_v15: bool = False,
     ) -> None:
         self._grants = dict(grants)
         self._token_authenticator = token_authenticator
         self._verifier = AkSkVerifier(self._secret_for, max_skew=max_skew)
-        self.allow_pkcs1_v15 = allow_pkcs1_v15
 
     @classmethod
     def from_config(
@@ -140,7 +138,6 @@ class HuaweiAuthenticator:
             grants,
             token_authenticator,
             max_skew=timedelta(seconds=config.max_clock_skew),
-            allow_pkcs1_v15=config.allow_pkcs1_v15,
         )
 
     def _secret_for(self, access_key: str) -> bytes | None:

@@ -58,7 +58,7 @@ async def get_parameters_for_import(
             message="Invalid wrapping_algorithm: RSAES_OAEP_SHA_256, RSAES_OAEP_SHA_1 or RSAES_PKCS1_V1_5.",
         )
     st = state(request)
-    if wrapping is KeyWrapping.PKCS1_V15 and not st.authenticator.allow_pkcs1_v15:
+    if wrapping is KeyWrapping.PKCS1_V15 and not st.services.external_keys.allow_pkcs1_v15:
         raise errors.invalid(
             "wrapping_algorithm",
             message=(

@@ -259,6 +259,12 @@ RPC_ACTIONS: Mapping[str, str] = {
     _SERVICE + "ImportTokenService/CreateImportToken": "kms.importtoken.create",
     _SERVICE + "ImportTokenService/GetImportToken": "kms.importtoken.read",
     _SERVICE + "HsmService/GetHsmInfo": "hsmbridge.hsm.read",
+    # bring-your-own-key as Huawei KMS models it (core/external_keys.py): the same actions as the
+    # Huawei routes, so both transports are authorised and audited alike
+    _SERVICE + "KeyService/CreateExternalKey": "kms:createKey",
+    _SERVICE + "KeyService/ImportKeyMaterial": "kms:importKeyMaterial",
+    _SERVICE + "KeyService/DeleteKeyMaterial": "kms:deleteImportedKeyMaterial",
+    _SERVICE + "ImportTokenService/GetImportParameters": "kms:getParametersForImport",
 }
 _SET_KEY_STATE = _SERVICE + "KeyService/SetKeyState"
 _KEY_STATE_ACTIVE = 1  # keys.proto KeyState.KEY_STATE_ACTIVE

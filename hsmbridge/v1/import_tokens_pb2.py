@@ -25,19 +25,25 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n hsmbridge/v1/import_tokens.proto\x12\x0chsmbridge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x18\x43reateImportTokenRequest\x12\x1a\n\x12\x65xpiration_seconds\x18\x01 \x01(\x05\x12\x16\n\x0emax_retrievals\x18\x02 \x01(\x05\x12\x10\n\x08key_bits\x18\x03 \x01(\x05\"\x17\n\x15GetImportTokenRequest\"\x82\x02\n\x0bImportToken\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0emax_retrievals\x18\x04 \x01(\x05\x12\x1c\n\x14remaining_retrievals\x18\x05 \x01(\x05\x12\x10\n\x08key_bits\x18\x06 \x01(\x05\x12\x16\n\x0epublic_key_der\x18\x07 \x01(\x0c\x12\x16\n\x0epublic_key_pem\x18\x08 \x01(\t\x12\r\n\x05nonce\x18\t \x01(\x0c\x32\xbe\x01\n\x12ImportTokenService\x12V\n\x11\x43reateImportToken\x12&.hsmbridge.v1.CreateImportTokenRequest\x1a\x19.hsmbridge.v1.ImportToken\x12P\n\x0eGetImportToken\x12#.hsmbridge.v1.GetImportTokenRequest\x1a\x19.hsmbridge.v1.ImportTokenb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n hsmbridge/v1/import_tokens.proto\x12\x0chsmbridge.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x18\x43reateImportTokenRequest\x12\x1a\n\x12\x65xpiration_seconds\x18\x01 \x01(\x05\x12\x16\n\x0emax_retrievals\x18\x02 \x01(\x05\x12\x10\n\x08key_bits\x18\x03 \x01(\x05\"\x17\n\x15GetImportTokenRequest\"\x82\x02\n\x0bImportToken\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0emax_retrievals\x18\x04 \x01(\x05\x12\x1c\n\x14remaining_retrievals\x18\x05 \x01(\x05\x12\x10\n\x08key_bits\x18\x06 \x01(\x05\x12\x16\n\x0epublic_key_der\x18\x07 \x01(\x0c\x12\x16\n\x0epublic_key_pem\x18\x08 \x01(\t\x12\r\n\x05nonce\x18\t \x01(\x0c\"Y\n\x1aGetImportParametersRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12+\n\x08wrapping\x18\x02 \x01(\x0e\x32\x19.hsmbridge.v1.KeyWrapping\"\x81\x01\n\x10ImportParameters\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x16\n\x0epublic_key_der\x18\x02 \x01(\x0c\x12\x14\n\x0cimport_token\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x8e\x01\n\x0bKeyWrapping\x12\x1c\n\x18KEY_WRAPPING_UNSPECIFIED\x10\x00\x12 \n\x1cKEY_WRAPPING_RSA_OAEP_SHA256\x10\x01\x12\x1e\n\x1aKEY_WRAPPING_RSA_OAEP_SHA1\x10\x02\x12\x1f\n\x1bKEY_WRAPPING_RSA_PKCS1_V1_5\x10\x03\x32\x9f\x02\n\x12ImportTokenService\x12V\n\x11\x43reateImportToken\x12&.hsmbridge.v1.CreateImportTokenRequest\x1a\x19.hsmbridge.v1.ImportToken\x12P\n\x0eGetImportToken\x12#.hsmbridge.v1.GetImportTokenRequest\x1a\x19.hsmbridge.v1.ImportToken\x12_\n\x13GetImportParameters\x12(.hsmbridge.v1.GetImportParametersRequest\x1a\x1e.hsmbridge.v1.ImportParametersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hsmbridge.v1.import_tokens_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_KEYWRAPPING']._serialized_start=691
+  _globals['_KEYWRAPPING']._serialized_end=833
   _globals['_CREATEIMPORTTOKENREQUEST']._serialized_start=83
   _globals['_CREATEIMPORTTOKENREQUEST']._serialized_end=179
   _globals['_GETIMPORTTOKENREQUEST']._serialized_start=181
   _globals['_GETIMPORTTOKENREQUEST']._serialized_end=204
   _globals['_IMPORTTOKEN']._serialized_start=207
   _globals['_IMPORTTOKEN']._serialized_end=465
-  _globals['_IMPORTTOKENSERVICE']._serialized_start=468
-  _globals['_IMPORTTOKENSERVICE']._serialized_end=658
+  _globals['_GETIMPORTPARAMETERSREQUEST']._serialized_start=467
+  _globals['_GETIMPORTPARAMETERSREQUEST']._serialized_end=556
+  _globals['_IMPORTPARAMETERS']._serialized_start=559
+  _globals['_IMPORTPARAMETERS']._serialized_end=688
+  _globals['_IMPORTTOKENSERVICE']._serialized_start=836
+  _globals['_IMPORTTOKENSERVICE']._serialized_end=1123
 # @@protoc_insertion_point(module_scope)

@@ -44,6 +44,11 @@ class ImportTokenServiceStub:
                 request_serializer=hsmbridge_dot_v1_dot_import__tokens__pb2.GetImportTokenRequest.SerializeToString,
                 response_deserializer=hsmbridge_dot_v1_dot_import__tokens__pb2.ImportToken.FromString,
                 _registered_method=True)
+        self.GetImportParameters = channel.unary_unary(
+                '/hsmbridge.v1.ImportTokenService/GetImportParameters',
+                request_serializer=hsmbridge_dot_v1_dot_import__tokens__pb2.GetImportParametersRequest.SerializeToString,
+                response_deserializer=hsmbridge_dot_v1_dot_import__tokens__pb2.ImportParameters.FromString,
+                _registered_method=True)
 
 
 class ImportTokenServiceServicer:
@@ -62,6 +67,13 @@ class ImportTokenServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetImportParameters(self, request, context):
+        """Bound, single-use import parameters for an external key pending import (24 h).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImportTokenServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -74,6 +86,11 @@ def add_ImportTokenServiceServicer_to_server(servicer, server):
                     servicer.GetImportToken,
                     request_deserializer=hsmbridge_dot_v1_dot_import__tokens__pb2.GetImportTokenRequest.FromString,
                     response_serializer=hsmbridge_dot_v1_dot_import__tokens__pb2.ImportToken.SerializeToString,
+            ),
+            'GetImportParameters': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImportParameters,
+                    request_deserializer=hsmbridge_dot_v1_dot_import__tokens__pb2.GetImportParametersRequest.FromString,
+                    response_serializer=hsmbridge_dot_v1_dot_import__tokens__pb2.ImportParameters.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -130,6 +147,33 @@ class ImportTokenService:
             '/hsmbridge.v1.ImportTokenService/GetImportToken',
             hsmbridge_dot_v1_dot_import__tokens__pb2.GetImportTokenRequest.SerializeToString,
             hsmbridge_dot_v1_dot_import__tokens__pb2.ImportToken.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImportParameters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsmbridge.v1.ImportTokenService/GetImportParameters',
+            hsmbridge_dot_v1_dot_import__tokens__pb2.GetImportParametersRequest.SerializeToString,
+            hsmbridge_dot_v1_dot_import__tokens__pb2.ImportParameters.FromString,
             options,
             channel_credentials,
             insecure,

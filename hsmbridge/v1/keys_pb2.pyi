@@ -199,3 +199,45 @@ class ListKeyVersionsResponse(_message.Message):
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     versions: _containers.RepeatedCompositeFieldContainer[KeyVersion]
     def __init__(self, versions: _Optional[_Iterable[_Union[KeyVersion, _Mapping]]] = ...) -> None: ...
+
+class CreateExternalKeyRequest(_message.Message):
+    __slots__ = ("alias", "description")
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    alias: str
+    description: str
+    def __init__(self, alias: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ExternalKey(_message.Message):
+    __slots__ = ("key", "alias", "description", "material_present", "material_expire_time", "scheduled_deletion_time")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ALIAS_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MATERIAL_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    MATERIAL_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_DELETION_TIME_FIELD_NUMBER: _ClassVar[int]
+    key: Key
+    alias: str
+    description: str
+    material_present: bool
+    material_expire_time: _timestamp_pb2.Timestamp
+    scheduled_deletion_time: _timestamp_pb2.Timestamp
+    def __init__(self, key: _Optional[_Union[Key, _Mapping]] = ..., alias: _Optional[str] = ..., description: _Optional[str] = ..., material_present: _Optional[bool] = ..., material_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scheduled_deletion_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ImportKeyMaterialRequest(_message.Message):
+    __slots__ = ("key_id", "import_token", "encrypted_key_material", "material_expire_time")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    IMPORT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ENCRYPTED_KEY_MATERIAL_FIELD_NUMBER: _ClassVar[int]
+    MATERIAL_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    import_token: str
+    encrypted_key_material: bytes
+    material_expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, key_id: _Optional[str] = ..., import_token: _Optional[str] = ..., encrypted_key_material: _Optional[bytes] = ..., material_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class DeleteKeyMaterialRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...

@@ -79,6 +79,21 @@ class KeyServiceStub:
                 request_serializer=hsmbridge_dot_v1_dot_keys__pb2.ListKeyVersionsRequest.SerializeToString,
                 response_deserializer=hsmbridge_dot_v1_dot_keys__pb2.ListKeyVersionsResponse.FromString,
                 _registered_method=True)
+        self.CreateExternalKey = channel.unary_unary(
+                '/hsmbridge.v1.KeyService/CreateExternalKey',
+                request_serializer=hsmbridge_dot_v1_dot_keys__pb2.CreateExternalKeyRequest.SerializeToString,
+                response_deserializer=hsmbridge_dot_v1_dot_keys__pb2.ExternalKey.FromString,
+                _registered_method=True)
+        self.ImportKeyMaterial = channel.unary_unary(
+                '/hsmbridge.v1.KeyService/ImportKeyMaterial',
+                request_serializer=hsmbridge_dot_v1_dot_keys__pb2.ImportKeyMaterialRequest.SerializeToString,
+                response_deserializer=hsmbridge_dot_v1_dot_keys__pb2.ExternalKey.FromString,
+                _registered_method=True)
+        self.DeleteKeyMaterial = channel.unary_unary(
+                '/hsmbridge.v1.KeyService/DeleteKeyMaterial',
+                request_serializer=hsmbridge_dot_v1_dot_keys__pb2.DeleteKeyMaterialRequest.SerializeToString,
+                response_deserializer=hsmbridge_dot_v1_dot_keys__pb2.ExternalKey.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
@@ -139,6 +154,25 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateExternalKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportKeyMaterial(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteKeyMaterial(self, request, context):
+        """Destroys the stored material now; the key is pending import again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +220,21 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.ListKeyVersions,
                     request_deserializer=hsmbridge_dot_v1_dot_keys__pb2.ListKeyVersionsRequest.FromString,
                     response_serializer=hsmbridge_dot_v1_dot_keys__pb2.ListKeyVersionsResponse.SerializeToString,
+            ),
+            'CreateExternalKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExternalKey,
+                    request_deserializer=hsmbridge_dot_v1_dot_keys__pb2.CreateExternalKeyRequest.FromString,
+                    response_serializer=hsmbridge_dot_v1_dot_keys__pb2.ExternalKey.SerializeToString,
+            ),
+            'ImportKeyMaterial': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportKeyMaterial,
+                    request_deserializer=hsmbridge_dot_v1_dot_keys__pb2.ImportKeyMaterialRequest.FromString,
+                    response_serializer=hsmbridge_dot_v1_dot_keys__pb2.ExternalKey.SerializeToString,
+            ),
+            'DeleteKeyMaterial': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteKeyMaterial,
+                    request_deserializer=hsmbridge_dot_v1_dot_keys__pb2.DeleteKeyMaterialRequest.FromString,
+                    response_serializer=hsmbridge_dot_v1_dot_keys__pb2.ExternalKey.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -431,6 +480,87 @@ class KeyService:
             '/hsmbridge.v1.KeyService/ListKeyVersions',
             hsmbridge_dot_v1_dot_keys__pb2.ListKeyVersionsRequest.SerializeToString,
             hsmbridge_dot_v1_dot_keys__pb2.ListKeyVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExternalKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsmbridge.v1.KeyService/CreateExternalKey',
+            hsmbridge_dot_v1_dot_keys__pb2.CreateExternalKeyRequest.SerializeToString,
+            hsmbridge_dot_v1_dot_keys__pb2.ExternalKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportKeyMaterial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsmbridge.v1.KeyService/ImportKeyMaterial',
+            hsmbridge_dot_v1_dot_keys__pb2.ImportKeyMaterialRequest.SerializeToString,
+            hsmbridge_dot_v1_dot_keys__pb2.ExternalKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteKeyMaterial(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hsmbridge.v1.KeyService/DeleteKeyMaterial',
+            hsmbridge_dot_v1_dot_keys__pb2.DeleteKeyMaterialRequest.SerializeToString,
+            hsmbridge_dot_v1_dot_keys__pb2.ExternalKey.FromString,
             options,
             channel_credentials,
             insecure,
