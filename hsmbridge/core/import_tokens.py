@@ -71,6 +71,10 @@ class ImportTokenService:
         background refill."""
         far_future = self._clock.now() + timedelta(days=365 * 100)
         in_use = [t.hsm_object_id for t in self._store.list_import_tokens_expired_before(far_future)]
+        # Bound import parameters (core/external_keys.py) hold pooled keypairs too.
+        with self._store.transaction() as tx:
+            bound = tx.external.list_import_parameters_expired(far_future)
+        in_use += [p.hsm_object_id for p in bound if not p.used]
         pool.destroy_orphans(in_use)
         self.pool = pool
         pool.start()
