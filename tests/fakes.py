@@ -191,24 +191,32 @@ class FakeBackend:
     def destroy_import_keypair(self, object_id: str) -> None:
         self.import_keys.pop(object_id, None)  # like the real one: nothing to destroy is fine
 
-    def import_wrapped_key(self, object_id: str, encrypted_key: bytes, wrapping: KeyWrapping) -> WrappedKey:
+    def _rsa_decrypt(
+        self, object_id: str, encrypted_key: bytes, scheme: padding.AsymmetricPadding
+    ) -> bytearray:
+        """The AES key inside `encrypted_key` (16/24/32 bytes), or the one import failure."""
         private = self.import_keys.get(object_id)
         if private is None:
             raise NotFound(
                 "the import token's key is no longer on the HSM", reason=Reason.IMPORT_TOKEN_NOT_FOUND
             )
+        try:
+            key = bytearray(private.decrypt(encrypted_key, scheme))
+        except (ValueError, TypeError):
+            raise IntegrityError(_BAD_IMPORT) from None
+        if len(key) not in AES_LENGTHS:
+            wipe(key)
+            raise IntegrityError(_BAD_IMPORT)
+        return key
+
+    def import_wrapped_key(self, object_id: str, encrypted_key: bytes, wrapping: KeyWrapping) -> WrappedKey:
         if wrapping is KeyWrapping.PKCS1_V15:
             scheme: padding.AsymmetricPadding = padding.PKCS1v15()
         else:
             algorithm = hashes.SHA256() if wrapping is KeyWrapping.OAEP_SHA256 else hashes.SHA1()
             scheme = padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=None)
+        key = self._rsa_decrypt(object_id, encrypted_key, scheme)
         try:
-            key = bytearray(private.decrypt(encrypted_key, scheme))
-        except (ValueError, TypeError):
-            raise IntegrityError(_BAD_IMPORT) from None
-        try:
-            if len(key) not in AES_LENGTHS:
-                raise IntegrityError(_BAD_IMPORT)
             return self.wrap_material(MaterialKind.AES, key)
         finally:
             wipe(key)
@@ -223,20 +231,10 @@ class FakeBackend:
     ) -> ImportedKey:
         if len(iv) != 12:
             raise InvalidInput("the IV must be 12 bytes", reason=Reason.INCORRECT_NONCE_IV, target="iv")
-        private = self.import_keys.get(object_id)
-        if private is None:
-            raise NotFound(
-                "the import token's key is no longer on the HSM", reason=Reason.IMPORT_TOKEN_NOT_FOUND
-            )
         algorithm = hashes.SHA256() if OaepHash(oaep_hash) is OaepHash.SHA256 else hashes.SHA1()
         oaep = padding.OAEP(mgf=padding.MGF1(algorithm), algorithm=algorithm, label=None)
+        key = self._rsa_decrypt(object_id, encrypted_key, oaep)
         try:
-            key = bytearray(private.decrypt(encrypted_key, oaep))
-        except (ValueError, TypeError):
-            raise IntegrityError(_BAD_IMPORT) from None
-        try:
-            if len(key) not in AES_LENGTHS:
-                raise IntegrityError(_BAD_IMPORT)
             try:
                 nonce = AESGCM(bytes(key)).decrypt(iv, encrypted_nonce, None)
             except InvalidTag:

@@ -697,14 +697,8 @@ class Pkcs11Backend:
                         "the encrypted nonce does not open with the imported key and IV",
                         reason=Reason.INCORRECT_NONCE_IV,
                     ) from None
-                blob = bytes(self._kek(pooled).wrap_key(key, mechanism=KWP))
-                # SoftHSM2 leaves CKA_VALUE_LEN at 0 on unwrapped keys; for 16/24/32-byte keys the
-                # RFC 5649 output is exactly 8 bytes longer than the key.
-                length = len(blob) - 8
-                if length not in AES_LENGTHS:
-                    raise IntegrityError("the encrypted key could not be decrypted with the import token")
-                wrapped = WrappedKey(
-                    blob=blob, length=length, kek_label=self.settings.kek_label, kind=MaterialKind.AES.value
+                wrapped = self._wrap_unwrapped(
+                    pooled, key, "the encrypted key could not be decrypted with the import token"
                 )
                 return ImportedKey(wrapped, nonce)
             finally:
@@ -745,17 +739,23 @@ class Pkcs11Backend:
                     raise
                 raise IntegrityError(failed) from None
             try:
-                blob = bytes(self._kek(pooled).wrap_key(key, mechanism=KWP))
+                return self._wrap_unwrapped(pooled, key, failed)
             finally:
                 key.destroy()
-            # SoftHSM2 leaves CKA_VALUE_LEN at 0 on unwrapped keys: RFC 5649 adds exactly 8 bytes.
-            length = len(blob) - 8
-            if length not in AES_LENGTHS:
-                raise IntegrityError(failed)
-            kek = self.settings.kek_label
-            return WrappedKey(blob=blob, length=length, kek_label=kek, kind=MaterialKind.AES.value)
 
         return self._run("import-wrapped-key", op)
+
+    def _wrap_unwrapped(self, pooled: PooledSession, key: Any, failed: str) -> WrappedKey:
+        """An RSA-unwrapped AES key in its storage form, under the configured KEK."""
+        blob = bytes(self._kek(pooled).wrap_key(key, mechanism=KWP))
+        # SoftHSM2 leaves CKA_VALUE_LEN at 0 on unwrapped keys; for 16/24/32-byte keys the
+        # RFC 5649 output is exactly 8 bytes longer than the key.
+        length = len(blob) - 8
+        if length not in AES_LENGTHS:
+            raise IntegrityError(failed)
+        return WrappedKey(
+            blob=blob, length=length, kek_label=self.settings.kek_label, kind=MaterialKind.AES.value
+        )
 
     def _oaep_unwrap(self, private: Any, encrypted_key: bytes, oaep_hash: OaepHash) -> Any:
         mech, mgf, _ = _OAEP[oaep_hash]
