@@ -385,3 +385,20 @@ def test_unknown_routes_under_v1_answer_in_huawei_shape(daemon: Daemon) -> None:
     assert error_of(response) == (404, "KMS.0201")
     response = requests.get(f"{daemon.rest_url}/v1.0/{PROJECT}/kms/create-key", timeout=30)
     assert error_of(response)[1] == "KMS.0201"
+
+
+def test_huawei_projects_and_key_protect_instances_are_separate_tenants(daemon: Daemon) -> None:
+    key_id = imported_key(kms_client(daemon), "tenancy")
+    kp = {"authorization": f"Bearer {DEV_TOKEN}"}
+    named = requests.get(
+        f"{daemon.rest_url}/api/v2/keys/{key_id}",
+        headers={**kp, "bluemix-instance": f"huawei:{PROJECT}"},
+        timeout=30,
+    )
+    assert named.status_code == 400  # a Key Protect instance is a GUID: huawei:… can never be one
+    elsewhere = requests.get(
+        f"{daemon.rest_url}/api/v2/keys/{key_id}",
+        headers={**kp, "bluemix-instance": "3f2504e0-4f89-41d3-9a0c-0305e82c3301"},
+        timeout=30,
+    )
+    assert elsewhere.status_code == 404 and "resources" in elsewhere.json()
