@@ -120,6 +120,7 @@ def test_the_openapi_document_has_the_huawei_routes_under_their_own_tag(daemon: 
     document = requests.get(f"{daemon.rest_url}/openapi.json", timeout=30).json()
     operation = document["paths"]["/v1.0/{project_id}/kms/import-key-material"]["post"]
     assert operation["tags"] == ["Huawei Cloud KMS v1.0"]
+    assert "encrypted_key_material" in operation["requestBody"]["content"]["application/json"]["example"]
     assert {
         tag
         for path in document["paths"]

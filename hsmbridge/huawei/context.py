@@ -135,6 +135,17 @@ def operation(name: str) -> Callable[[Handler], Callable[..., Awaitable[Response
     return decorate
 
 
+def body_doc(example: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI for the JSON body the handler reads itself (the signature covers its raw bytes)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "description": "JSON, signed with AK/SK (SDK-HMAC-SHA256) or sent with X-Auth-Token.",
+            "content": {"application/json": {"schema": {"type": "object"}, "example": example}},
+        }
+    }
+
+
 # -- field helpers: Huawei's models are strings almost everywhere ------------------------------
 
 

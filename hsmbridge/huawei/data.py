@@ -20,6 +20,7 @@ from hsmbridge.errors import IntegrityError
 from hsmbridge.huawei import errors
 from hsmbridge.huawei.context import (
     KEY_ID,
+    body_doc,
     call_context,
     key_id,
     operation,
@@ -42,7 +43,11 @@ def _algorithm(body: dict[str, Any]) -> None:
         )
 
 
-@router.post("/v1.0/{project_id}/kms/encrypt-data", summary="Encrypt up to 4096 bytes")
+@router.post(
+    "/v1.0/{project_id}/kms/encrypt-data",
+    summary="Encrypt up to 4096 bytes",
+    openapi_extra=body_doc({"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f", "plain_text": "hello"}),
+)
 @operation("encryptData")
 async def encrypt_data(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     target = key_id(body)
@@ -57,7 +62,11 @@ async def encrypt_data(request: Request, project_id: str, body: dict[str, Any]) 
     return {"key_id": target, "cipher_text": b64encode(result.ciphertext).decode()}
 
 
-@router.post("/v1.0/{project_id}/kms/decrypt-data", summary="Decrypt what encrypt-data returned")
+@router.post(
+    "/v1.0/{project_id}/kms/decrypt-data",
+    summary="Decrypt what encrypt-data returned",
+    openapi_extra=body_doc({"cipher_text": "<base64 from encrypt-data>"}),
+)
 @operation("decryptData")
 async def decrypt_data(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     _algorithm(body)

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Request
 from hsmbridge.core.backend import wipe
 from hsmbridge.huawei import errors
 from hsmbridge.huawei.context import (
+    body_doc,
     call_context,
     int_field,
     key_id,
@@ -81,7 +82,17 @@ async def _make(request: Request, body: dict[str, Any], code: str) -> tuple[str,
     return target, plaintext, result.ciphertext
 
 
-@router.post("/v1.0/{project_id}/kms/create-datakey", summary="Create a data key (plaintext and ciphertext)")
+@router.post(
+    "/v1.0/{project_id}/kms/create-datakey",
+    summary="Create a data key (plaintext and ciphertext)",
+    openapi_extra=body_doc(
+        {
+            "key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f",
+            "datakey_length": "256",
+            "additional_authenticated_data": "orders",
+        }
+    ),
+)
 @operation("createDataKey")
 async def create_datakey(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     target, plaintext, ciphertext = await _make(request, body, errors.DATAKEY_LENGTH)
@@ -92,7 +103,9 @@ async def create_datakey(request: Request, project_id: str, body: dict[str, Any]
 
 
 @router.post(
-    "/v1.0/{project_id}/kms/create-datakey-without-plaintext", summary="Create a data key (ciphertext only)"
+    "/v1.0/{project_id}/kms/create-datakey-without-plaintext",
+    summary="Create a data key (ciphertext only)",
+    openapi_extra=body_doc({"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f", "key_spec": "AES_256"}),
 )
 @operation("createDataKeyWithoutPlaintext")
 async def create_datakey_without_plaintext(
@@ -103,7 +116,17 @@ async def create_datakey_without_plaintext(
     return {"key_id": target, "cipher_text": ciphertext.hex()}
 
 
-@router.post("/v1.0/{project_id}/kms/encrypt-datakey", summary="Encrypt a data key given with its SHA-256")
+@router.post(
+    "/v1.0/{project_id}/kms/encrypt-datakey",
+    summary="Encrypt a data key given with its SHA-256",
+    openapi_extra=body_doc(
+        {
+            "key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f",
+            "plain_text": "<hex: data key followed by its SHA-256>",
+            "datakey_plain_length": "32",
+        }
+    ),
+)
 @operation("encryptDataKey")
 async def encrypt_datakey(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     target = key_id(body)
@@ -129,7 +152,17 @@ async def encrypt_datakey(request: Request, project_id: str, body: dict[str, Any
     return {"key_id": target, "cipher_text": result.ciphertext.hex(), "datakey_length": str(length)}
 
 
-@router.post("/v1.0/{project_id}/kms/decrypt-datakey", summary="Decrypt a data key")
+@router.post(
+    "/v1.0/{project_id}/kms/decrypt-datakey",
+    summary="Decrypt a data key",
+    openapi_extra=body_doc(
+        {
+            "key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f",
+            "cipher_text": "<hex from create-datakey>",
+            "datakey_cipher_length": "32",
+        }
+    ),
+)
 @operation("decryptDataKey")
 async def decrypt_datakey(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     target = key_id(body)

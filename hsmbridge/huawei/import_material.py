@@ -25,7 +25,15 @@ from fastapi import APIRouter, Request
 
 from hsmbridge.core.backend import KeyWrapping
 from hsmbridge.huawei import errors
-from hsmbridge.huawei.context import call_context, key_id, operation, optional_str, required_str, state
+from hsmbridge.huawei.context import (
+    body_doc,
+    call_context,
+    key_id,
+    operation,
+    optional_str,
+    required_str,
+    state,
+)
 
 router = APIRouter(tags=["Huawei Cloud KMS v1.0"])
 
@@ -44,6 +52,9 @@ _MAX_EPOCH = 10_000_000_000
 @router.post(
     "/v1.0/{project_id}/kms/get-parameters-for-import",
     summary="Get the wrapping public key and a bound import token (seed 002)",
+    openapi_extra=body_doc(
+        {"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f", "wrapping_algorithm": "RSAES_OAEP_SHA_256"}
+    ),
 )
 @operation("getParametersForImport")
 async def get_parameters_for_import(
@@ -85,7 +96,18 @@ async def get_parameters_for_import(
     }
 
 
-@router.post("/v1.0/{project_id}/kms/import-key-material", summary="Import key material (seed 004)")
+@router.post(
+    "/v1.0/{project_id}/kms/import-key-material",
+    summary="Import key material (seed 004)",
+    openapi_extra=body_doc(
+        {
+            "key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f",
+            "import_token": "<from get-parameters-for-import>",
+            "encrypted_key_material": "<base64 RSA-OAEP of the 32-byte key>",
+            "expiration_time": 1893456000,
+        }
+    ),
+)
 @operation("importKeyMaterial")
 async def import_key_material(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     target = key_id(body)
@@ -124,7 +146,11 @@ async def import_key_material(request: Request, project_id: str, body: dict[str,
     return {}
 
 
-@router.post("/v1.0/{project_id}/kms/delete-imported-key-material", summary="Delete imported key material")
+@router.post(
+    "/v1.0/{project_id}/kms/delete-imported-key-material",
+    summary="Delete imported key material",
+    openapi_extra=body_doc({"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f"}),
+)
 @operation("deleteImportedKeyMaterial")
 async def delete_imported_key_material(
     request: Request, project_id: str, body: dict[str, Any]

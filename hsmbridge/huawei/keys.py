@@ -21,6 +21,7 @@ from hsmbridge.core.model import KeyState
 from hsmbridge.errors import HsmBridgeError
 from hsmbridge.huawei import errors
 from hsmbridge.huawei.context import (
+    body_doc,
     call_context,
     int_field,
     key_id,
@@ -89,7 +90,18 @@ def description_field(body: dict[str, Any], *, required: bool) -> str:
     return value
 
 
-@router.post("/v1.0/{project_id}/kms/create-key", summary="Create a key (origin kms or external)")
+@router.post(
+    "/v1.0/{project_id}/kms/create-key",
+    summary="Create a key (origin kms or external)",
+    openapi_extra=body_doc(
+        {
+            "key_alias": "payments/root",
+            "origin": "external",
+            "key_spec": "AES_256",
+            "key_description": "BYOK root",
+        }
+    ),
+)
 @operation("createKey")
 async def create_key(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     alias = alias_field(body)
@@ -111,7 +123,11 @@ async def create_key(request: Request, project_id: str, body: dict[str, Any]) ->
     return {"key_info": {"key_id": view.key.id, "domain_id": project_id, "region_id": ""}}
 
 
-@router.post("/v1.0/{project_id}/kms/describe-key", summary="Describe a key")
+@router.post(
+    "/v1.0/{project_id}/kms/describe-key",
+    summary="Describe a key",
+    openapi_extra=body_doc({"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f"}),
+)
 @operation("describeKey")
 async def describe_key(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     service = state(request).services.external_keys
@@ -119,7 +135,11 @@ async def describe_key(request: Request, project_id: str, body: dict[str, Any]) 
     return {"key_info": key_details(view, project_id)}
 
 
-@router.post("/v1.0/{project_id}/kms/list-keys", summary="List keys (limit, marker, key_state)")
+@router.post(
+    "/v1.0/{project_id}/kms/list-keys",
+    summary="List keys (limit, marker, key_state)",
+    openapi_extra=body_doc({"limit": "10", "marker": "0", "key_state": "2"}),
+)
 @operation("listKeys")
 async def list_keys(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     limit = int_field(body, "limit", minimum=1, maximum=MAX_LIST, code=errors.LIMIT_RANGE, default=MAX_LIST)
@@ -147,21 +167,33 @@ def _status(view: ExternalKeyView) -> dict[str, Any]:
     return {"key_info": {"key_id": view.key.id, "key_state": huawei_state(view)}}
 
 
-@router.post("/v1.0/{project_id}/kms/enable-key", summary="Enable a key")
+@router.post(
+    "/v1.0/{project_id}/kms/enable-key",
+    summary="Enable a key",
+    openapi_extra=body_doc({"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f"}),
+)
 @operation("enableKey")
 async def enable_key(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     service = state(request).services.external_keys
     return _status(await asyncio.to_thread(service.enable, call_context(), key_id(body)))
 
 
-@router.post("/v1.0/{project_id}/kms/disable-key", summary="Disable a key")
+@router.post(
+    "/v1.0/{project_id}/kms/disable-key",
+    summary="Disable a key",
+    openapi_extra=body_doc({"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f"}),
+)
 @operation("disableKey")
 async def disable_key(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     service = state(request).services.external_keys
     return _status(await asyncio.to_thread(service.disable, call_context(), key_id(body)))
 
 
-@router.post("/v1.0/{project_id}/kms/schedule-key-deletion", summary="Schedule deletion in 7-1096 days")
+@router.post(
+    "/v1.0/{project_id}/kms/schedule-key-deletion",
+    summary="Schedule deletion in 7-1096 days",
+    openapi_extra=body_doc({"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f", "pending_days": "7"}),
+)
 @operation("scheduleKeyDeletion")
 async def schedule_key_deletion(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     target = key_id(body)
@@ -176,7 +208,11 @@ async def schedule_key_deletion(request: Request, project_id: str, body: dict[st
     return {"key_id": view.key.id, "key_state": huawei_state(view)}
 
 
-@router.post("/v1.0/{project_id}/kms/cancel-key-deletion", summary="Cancel a scheduled deletion")
+@router.post(
+    "/v1.0/{project_id}/kms/cancel-key-deletion",
+    summary="Cancel a scheduled deletion",
+    openapi_extra=body_doc({"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f"}),
+)
 @operation("cancelKeyDeletion")
 async def cancel_key_deletion(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     service = state(request).services.external_keys
@@ -184,7 +220,13 @@ async def cancel_key_deletion(request: Request, project_id: str, body: dict[str,
     return {"key_id": view.key.id, "key_state": huawei_state(view)}
 
 
-@router.post("/v1.0/{project_id}/kms/update-key-alias", summary="Change a key's alias")
+@router.post(
+    "/v1.0/{project_id}/kms/update-key-alias",
+    summary="Change a key's alias",
+    openapi_extra=body_doc(
+        {"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f", "key_alias": "payments/root-2"}
+    ),
+)
 @operation("updateKeyAlias")
 async def update_key_alias(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     target, alias = key_id(body), alias_field(body)
@@ -193,7 +235,13 @@ async def update_key_alias(request: Request, project_id: str, body: dict[str, An
     return {"key_info": {"key_id": view.key.id, "key_alias": view.record.alias}}
 
 
-@router.post("/v1.0/{project_id}/kms/update-key-description", summary="Change a key's description")
+@router.post(
+    "/v1.0/{project_id}/kms/update-key-description",
+    summary="Change a key's description",
+    openapi_extra=body_doc(
+        {"key_id": "0d0466b0-e727-4d9c-b35d-f84bb474a37f", "key_description": "rotated yearly"}
+    ),
+)
 @operation("updateKeyDescription")
 async def update_key_description(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     target, description = key_id(body), description_field(body, required=True)

@@ -8,14 +8,18 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from hsmbridge.huawei import errors
-from hsmbridge.huawei.context import int_field, operation, state
+from hsmbridge.huawei.context import body_doc, int_field, operation, state
 
 router = APIRouter(tags=["Huawei Cloud KMS v1.0"])
 
 MAX_BITS = 8192
 
 
-@router.post("/v1.0/{project_id}/kms/gen-random", summary="Random bytes from the HSM")
+@router.post(
+    "/v1.0/{project_id}/kms/gen-random",
+    summary="Random bytes from the HSM",
+    openapi_extra=body_doc({"random_data_length": "512"}),
+)
 @operation("genRandom")
 async def gen_random(request: Request, project_id: str, body: dict[str, Any]) -> dict[str, Any]:
     bits = int_field(body, "random_data_length", minimum=8, maximum=MAX_BITS, code=errors.RANDOM_LENGTH)
