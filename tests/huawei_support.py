@@ -12,11 +12,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 import requests
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -47,18 +45,6 @@ def start_daemon(token: dict[str, str], workdir: Path, **env: str) -> Daemon:
 def stop_daemon(d: Daemon) -> None:
     if d.proc and d.proc.poll() is None:
         assert d.stop() == 0
-
-
-def daemon_fixture(name: str, **env: str):  # type: ignore[no-untyped-def]
-    @pytest.fixture(scope="module")
-    def fixture(
-        softhsm_token: dict[str, str], hsm_backend: object, tmp_path_factory: pytest.TempPathFactory
-    ) -> Iterator[Daemon]:
-        d = start_daemon(softhsm_token, tmp_path_factory.mktemp(name), **env)
-        yield d
-        stop_daemon(d)
-
-    return fixture
 
 
 def kms_client(d: Daemon, *, ak: str = DEV_AK, sk: str = DEV_SK, project: str = PROJECT) -> KmsClient:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from daemon import Daemon
-from huawei_support import daemon_fixture, error_of, kms_client, new_material, signed_post, wrap_material
+from huawei_support import error_of, kms_client, new_material, signed_post, wrap_material
 from huaweicloudsdkkms.v2 import (
     CreateDatakeyRequest,
     CreateDatakeyRequestBody,
@@ -36,7 +36,7 @@ from huaweicloudsdkkms.v2 import (
 
 pytestmark = pytest.mark.softhsm
 
-daemon = daemon_fixture("huawei-datakeys")
+pytest_plugins = ("huawei_fixtures",)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import base64
 import grpc
 import pytest
 from daemon import Daemon
-from huawei_support import PROJECT, daemon_fixture, kms_client, new_material, wrap_material
+from huawei_support import PROJECT, kms_client, new_material, wrap_material
 from huaweicloudsdkkms.v2 import ListKeyDetailRequest, OperateKeyRequestBody
 
 from hsmbridge.v1 import (
@@ -24,7 +24,7 @@ from hsmbridge.v1 import (
 
 pytestmark = pytest.mark.softhsm
 
-daemon = daemon_fixture("huawei-grpc")
+pytest_plugins = ("huawei_fixtures",)
 MD = (("x-hsmbridge-tenant", f"huawei:{PROJECT}"),)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 from daemon import Daemon
-from huawei_support import daemon_fixture, error_of, kms_client, signed_post
+from huawei_support import error_of, kms_client, signed_post
 from huaweicloudsdkkms.v2 import (
     CreateKeyRequest,
     CreateKeyRequestBody,
@@ -28,7 +28,7 @@ from huaweicloudsdkkms.v2 import (
 
 pytestmark = pytest.mark.softhsm
 
-daemon = daemon_fixture("huawei-keys")
+pytest_plugins = ("huawei_fixtures",)
 LIST_PROJECT = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e"
 
 

@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 from daemon import Daemon
-from huawei_support import DEV_SK, PROJECT, daemon_fixture, kms_client, new_material, wrap_material
+from huawei_support import DEV_SK, PROJECT, kms_client, new_material, wrap_material
 from huaweicloudsdkkms.v2 import (
     CreateDatakeyRequest,
     CreateDatakeyRequestBody,
@@ -32,7 +32,7 @@ from huaweicloudsdkkms.v2 import (
 
 pytestmark = pytest.mark.softhsm
 
-daemon = daemon_fixture("huawei-flow")
+pytest_plugins = ("huawei_fixtures",)
 
 
 def key_state(client, key_id: str) -> str:  # type: ignore[no-untyped-def]
