@@ -46,6 +46,7 @@ CRN = "crn:v1:bluemix:public:cloud-object-storage:global:a/000000000000000000000
 KEYLESS_RPCS = {
     "KeyService/CreateKey",
     "KeyService/ImportKey",
+    "KeyService/CreateExternalKey",
     "KeyService/ListKeys",
     "ImportTokenService/CreateImportToken",
     "ImportTokenService/GetImportToken",
