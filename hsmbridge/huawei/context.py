@@ -11,6 +11,7 @@ never produced on these routes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -53,6 +54,15 @@ def call_context() -> CallContext:
     if record is None or record.instance is None:
         raise InternalError("Huawei handler ran outside the security gate")
     return CallContext(record.principal, record.instance, record.correlation_id, observer=record.key)
+
+
+async def usable_key(request: Request, key_id: str) -> tuple[Services, CallContext]:
+    """The services and caller for a crypto call on `key_id`, once the key is known usable now
+    (enabled, material present and unexpired, not pending deletion)."""
+    services = state(request).services
+    ctx = call_context()
+    await asyncio.to_thread(services.external_keys.for_use, ctx, key_id)
+    return services, ctx
 
 
 def error_response(exc: BaseException) -> Response:

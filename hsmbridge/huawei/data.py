@@ -21,12 +21,11 @@ from hsmbridge.huawei import errors
 from hsmbridge.huawei.context import (
     KEY_ID,
     body_doc,
-    call_context,
     key_id,
     operation,
     optional_str,
     required_str,
-    state,
+    usable_key,
 )
 from hsmbridge.huawei.datakeys import aad_of
 
@@ -55,9 +54,7 @@ async def encrypt_data(request: Request, project_id: str, body: dict[str, Any]) 
     plain = required_str(body, "plain_text").encode()
     if len(plain) > MAX_PLAIN_TEXT:
         raise errors.invalid("plain_text", errors.INVALID_PLAIN_TEXT)
-    services = state(request).services
-    ctx = call_context()
-    await asyncio.to_thread(services.external_keys.for_use, ctx, target)
+    services, ctx = await usable_key(request, target)
     result = await asyncio.to_thread(services.envelopes.wrap, ctx, target, plain, aad_of(body))
     return {"key_id": target, "cipher_text": b64encode(result.ciphertext).decode()}
 
@@ -78,9 +75,7 @@ async def decrypt_data(request: Request, project_id: str, body: dict[str, Any]) 
     target = key_id(body) if body.get("key_id") else envelope.key_version_id
     if not KEY_ID.fullmatch(target) or target != envelope.key_version_id:
         raise errors.invalid("cipher_text", errors.INVALID_CIPHER_TEXT)
-    services = state(request).services
-    ctx = call_context()
-    await asyncio.to_thread(services.external_keys.for_use, ctx, target)
+    services, ctx = await usable_key(request, target)
     result = await asyncio.to_thread(services.envelopes.unwrap, ctx, target, ciphertext, aad_of(body))
     plaintext = result.plaintext
     try:

@@ -26,13 +26,12 @@ from hsmbridge.core.backend import wipe
 from hsmbridge.huawei import errors
 from hsmbridge.huawei.context import (
     body_doc,
-    call_context,
     int_field,
     key_id,
     operation,
     optional_str,
     required_str,
-    state,
+    usable_key,
 )
 
 router = APIRouter(tags=["Huawei Cloud KMS v1.0"])
@@ -70,9 +69,7 @@ def hex_field(body: dict[str, Any], name: str, code: str) -> bytes:
 async def _make(request: Request, body: dict[str, Any], code: str) -> tuple[str, bytearray, bytes]:
     target = key_id(body)
     length = datakey_bits(body, code) // 8
-    services = state(request).services
-    ctx = call_context()
-    await asyncio.to_thread(services.external_keys.for_use, ctx, target)
+    services, ctx = await usable_key(request, target)
     plaintext = bytearray(await asyncio.to_thread(services.backend.random, length))
     try:
         result = await asyncio.to_thread(services.envelopes.wrap, ctx, target, plaintext, aad_of(body))
@@ -142,9 +139,7 @@ async def encrypt_datakey(request: Request, project_id: str, body: dict[str, Any
             raise errors.invalid(
                 "plain_text", errors.DIGEST_MISMATCH, "Hash verification of the data encryption key failed."
             )
-        services = state(request).services
-        ctx = call_context()
-        await asyncio.to_thread(services.external_keys.for_use, ctx, target)
+        services, ctx = await usable_key(request, target)
         result = await asyncio.to_thread(services.envelopes.wrap, ctx, target, datakey, aad_of(body))
         wipe(datakey)
     finally:
@@ -170,9 +165,7 @@ async def decrypt_datakey(request: Request, project_id: str, body: dict[str, Any
     length = int_field(
         body, "datakey_cipher_length", minimum=1, maximum=MAX_DATAKEY_BYTES, code=errors.CIPHER_LENGTH
     )
-    services = state(request).services
-    ctx = call_context()
-    await asyncio.to_thread(services.external_keys.for_use, ctx, target)
+    services, ctx = await usable_key(request, target)
     result = await asyncio.to_thread(services.envelopes.unwrap, ctx, target, ciphertext, aad_of(body))
     plaintext = result.plaintext
     try:
