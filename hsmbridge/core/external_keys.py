@@ -4,7 +4,7 @@ deletion of the material, reimport of the same material, and deletion scheduled 
 Why in the core: this is the bring-your-own-key model of Huawei KMS (and AWS KMS), not a wire
 detail; a dialect adapter only spells it. The pieces reuse what exists:
 - the key itself is a core `Key` (state, versions, envelope encryption through `EnvelopeService`);
-  what the core `Key` has no column for lives in `external_keys` (migration 004);
+  what the core `Key` has no column for lives in `external_keys` (migration 003);
 - import parameters take an RSA keypair from the import-keypair pool, and the import token is the
   binding (key id, tenant, keypair, wrapping, expiry) sealed under an HSM-held key
   (core/sealing.py), plus an `import_parameters` row so that a token is used once;

@@ -116,7 +116,7 @@ class StoreTransaction(StoreReader, Protocol):
 
     @property
     def external(self) -> ExternalRows:
-        """External keys and bound import parameters (migration 004, core/store/external.py)."""
+        """External keys and bound import parameters (migration 003, core/store/external.py)."""
         ...
 
     def update_key(self, key: Key) -> None:

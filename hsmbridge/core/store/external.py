@@ -1,4 +1,4 @@
-"""Store operations for external keys and bound import parameters (migration 004), written once.
+"""Store operations for external keys and bound import parameters (migration 003), written once.
 
 Why one module for both engines: the SQL is plain and identical in SQLite and PostgreSQL except
 for the placeholder style, so each engine's transaction hands `ExternalRows` its own ``execute``

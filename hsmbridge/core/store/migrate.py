@@ -120,11 +120,7 @@ def _strip_comments(sql: str) -> str:
 
 
 def load_migrations() -> list[Migration]:
-    """All shipped migrations, in version order; a duplicate number is a packaging bug.
-
-    Gaps are allowed: numbers are handed out to branches developed side by side, which may merge
-    in any order, so `migrate` applies every shipped migration not yet recorded, not only those
-    above the highest one recorded."""
+    """All shipped migrations, in version order; a gap or a duplicate number is a packaging bug."""
     directory = resources.files(_PACKAGE).joinpath(_DIRECTORY)
     found: dict[int, Migration] = {}
     for entry in directory.iterdir():
@@ -136,8 +132,8 @@ def load_migrations() -> list[Migration]:
             raise InternalError(f"two migrations share number {version:03d}")
         found[version] = Migration(version, match["name"], entry.read_text(encoding="utf-8"))
     ordered = [found[v] for v in sorted(found)]
-    if ordered and ordered[0].version != 1:
-        raise InternalError("migration numbers must start at 001")
+    if [m.version for m in ordered] != list(range(1, len(ordered) + 1)):
+        raise InternalError("migration numbers must run 001, 002, ... without gaps")
     return ordered
 
 
@@ -176,10 +172,7 @@ def migrate(conn: sqlite3.Connection, migrations: list[Migration] | None = None)
         try:
             current = schema_version(conn)
             _check_not_newer(current, latest)
-            applied = _applied(
-                conn.execute("SELECT version FROM schema_version").fetchall() if current else []
-            )
-            pending = [m for m in migrations if m.version not in applied]
+            pending = [m for m in migrations if m.version > current]
             if not pending:
                 conn.execute("COMMIT")
                 return current
@@ -232,10 +225,7 @@ def migrate_postgres(conn: psycopg.Connection[Any], migrations: list[Migration] 
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
             current = schema_version_postgres(conn)
             _check_not_newer(current, latest)
-            applied = _applied(
-                cur.execute("SELECT version FROM schema_version").fetchall() if current else []
-            )
-            pending = [m for m in migrations if m.version not in applied]
+            pending = [m for m in migrations if m.version > current]
             if not pending:
                 return current
             step = pending[0]
@@ -245,10 +235,6 @@ def migrate_postgres(conn: psycopg.Connection[Any], migrations: list[Migration] 
                 "INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, %s)",
                 (step.version, step.name, _now_text()),
             )
-
-
-def _applied(rows: list[Any]) -> set[int]:
-    return {int(row[0]) for row in rows}
 
 
 def _now_text() -> str:

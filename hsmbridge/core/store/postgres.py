@@ -584,7 +584,7 @@ class _PostgresTransaction(_PostgresReader):
 
     @property
     def external(self) -> ExternalRows:
-        """External keys and bound import parameters (migration 004; SQL shared with the other engine)."""
+        """External keys and bound import parameters (migration 003; SQL shared with the other engine)."""
         return ExternalRows(self._write, pyformat=True)
 
     @_guarded

@@ -476,7 +476,7 @@ class _SqliteTransaction(_SqliteReader):
 
     @property
     def external(self) -> ExternalRows:
-        """External keys and bound import parameters (migration 004; SQL shared with the other engine)."""
+        """External keys and bound import parameters (migration 003; SQL shared with the other engine)."""
         return ExternalRows(self._db().execute, pyformat=False)
 
     @_guarded

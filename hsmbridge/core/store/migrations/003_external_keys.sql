@@ -1,4 +1,4 @@
--- 004_external_keys: keys whose material the owner brings, and bound import parameters.
+-- 003_external_keys: keys whose material the owner brings, and bound import parameters.
 --
 -- Same conventions as 001 (tenant-first keys, fixed-width UTC text timestamps, BOOLEAN, BLOB that
 -- PostgreSQL renders as BYTEA), so both engines load this file unchanged.
