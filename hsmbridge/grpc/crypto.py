@@ -14,7 +14,7 @@ from hsmbridge.core.principal import CallContext
 from hsmbridge.errors import HsmBridgeError, InternalError, InvalidInput, Reason
 from hsmbridge.grpc.base import ServicerBase
 from hsmbridge.grpc.context import CORRELATION_KEY, metadata_of, tenant_of
-from hsmbridge.grpc.errors import OK_STATUS, batch_cost, mapped, status_proto, to_status
+from hsmbridge.grpc.errors import MAX_BATCH_ITEMS, OK_STATUS, batch_cost, mapped, status_proto, to_status
 from hsmbridge.security.authz import rpc_action
 from hsmbridge.v1 import crypto_pb2, crypto_pb2_grpc
 
@@ -122,9 +122,6 @@ def rewrap_batch_response(outcomes: list[RewrapOutcome]) -> crypto_pb2.RewrapBat
     return response
 
 
-MAX_BATCH_ITEMS = 10_000
-
-
 def _check_size(items: Sized) -> None:
     if len(items) > MAX_BATCH_ITEMS:
         raise InvalidInput(
@@ -180,14 +177,14 @@ class BatchCryptoServicer(CryptoServicer):
                 ctx = self.ctx(context)
                 async for request in requests:
                     action = rpc_action(method, request)
+                    cost = batch_cost(getattr(request, request.WhichOneof("batch") or "wrap"))
+                    allowed = None
                     try:
-                        self.gate.admit_more(
-                            record,
-                            action,
-                            batch_cost(getattr(request, request.WhichOneof("batch") or "wrap")),
-                        )
+                        allowed = self.gate.admit_more(record, action, cost)
                         response = self._stream_batch(ctx, request)
                     except Exception as error:
+                        if allowed is not None:  # charged, then refused: it costs one token
+                            self.gate.refund(record, allowed.action_class, cost)
                         self.gate.audit_more(record, action, error)
                         raise
                     self.gate.audit_more(record, action)

@@ -71,10 +71,17 @@ def to_status(error: e.HsmBridgeError) -> grpc.Status:
 H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
 
 
+#: The most items one batch (or stream message) may hold; a larger one is refused whole.
+MAX_BATCH_ITEMS = 10_000
+
+
 def batch_cost(request: Any) -> float:
-    """A batch counts one rate-limit token per item."""
+    """A batch counts one rate-limit token per item; one over `MAX_BATCH_ITEMS` counts one token,
+    since it is refused anyway (its size is checked before it is charged, so it cannot drive the
+    tenant's bucket into debt)."""
     items = getattr(request, "items", None)
-    return float(len(items)) if items is not None and len(items) > 0 else 1.0
+    count = len(items) if items is not None else 0
+    return float(count) if 0 < count <= MAX_BATCH_ITEMS else 1.0
 
 
 def mapped(handler: H) -> H:

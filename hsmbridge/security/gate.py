@@ -15,7 +15,9 @@ after authentication ("401 beats 400"), so the header is read between the two st
 task, and copied into `asyncio.to_thread` workers), so code that builds the `CallContext` — REST's
 ``call_context(request)``, gRPC's ``ServicerBase.ctx(context)`` — need not be handed the record.
 
-Streams and batches: a batch passes ``cost=len(items)``. A stream is admitted once, for its
+Streams and batches: a batch passes ``cost=len(items)`` (checked against the batch cap first, see
+`grpc.errors.batch_cost`); an admitted call that fails gets all but one of its tokens back
+(`refund`), so a refused request costs at most one token. A stream is admitted once, for its
 opening action; each message then goes through `admit_more` (its own action and cost) and may be
 audited on its own with `audit_more`.
 """
@@ -59,6 +61,8 @@ class CallRecord:
     instance: str | None = None
     key_id: str | None = None
     key_version: str | None = None
+    #: tokens the limiter charged at admission (0 until then), given back but one on failure
+    charged: float = 0.0
     _principal: Principal | None = field(default=None, repr=False)
 
     @property
@@ -114,6 +118,7 @@ class SecurityGate:
                 with contextlib.suppress(ValueError):
                     _CURRENT.reset(token)
         except BaseException as exc:
+            self.refund(record, record.action.action_class, record.charged)
             self._emit(record, exc)
             raise
         else:
@@ -127,6 +132,11 @@ class SecurityGate:
             self.limiter.acquire(record.instance, allowed.action_class, cost)
         self.audit.ensure_available()
         return allowed
+
+    def refund(self, record: CallRecord, action_class: str, charged: float) -> None:
+        """A refused request costs at most one token: give back the rest of what it was charged."""
+        if self.limiter is not None and record.instance is not None and charged > 1:
+            self.limiter.refund(record.instance, action_class, charged - 1)
 
     def audit_more(
         self,
@@ -163,6 +173,7 @@ class SecurityGate:
         record.action = self.authorizer.authorize(record.identity, record.action, record.instance)
         if self.limiter is not None:
             self.limiter.acquire(record.instance, record.action.action_class, cost)
+            record.charged = cost
         self.audit.ensure_available()
 
     def _emit(self, record: CallRecord, error: BaseException | None) -> None:

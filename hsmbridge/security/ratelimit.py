@@ -12,6 +12,10 @@ Why this shape:
 - Time comes from an injected monotonic clock, so tests drive refill without sleeping.
 - A batch may cost more than one token. A cost above the burst could otherwise never pass, so
   a full bucket lets it through and goes into debt; later calls wait for the debt to refill.
+- A refused request costs at most one token: the gate gives back the rest (`refund`) when an
+  admitted call fails, and the adapters check a batch's size before its cost is charged. Without
+  that, one oversized or invalid batch would drive the bucket into a debt that locks the tenant
+  out for as long as the debt takes to refill (issue 15: 18 s per rejected 1,000,000-item batch).
 - The number of buckets is bounded: instance names are caller-supplied. When a class holds more
   than `max_buckets`, buckets that have refilled to full are dropped — a full bucket is
   indistinguishable from a new one, so dropping it changes no decision.
@@ -125,6 +129,17 @@ class RateLimiter:
                 bucket.tokens -= cost
                 return 0.0
             return (needed - bucket.tokens) / rate
+
+    def refund(self, instance: str, action_class: str, amount: float) -> None:
+        """Give back `amount` tokens of an admitted call that turned out to be refused; never
+        above the burst (a bucket that refilled meanwhile stays full)."""
+        limit = self._limits.get(action_class)
+        if limit is None or amount <= 0:
+            return
+        with self._lock:
+            bucket = self._buckets[action_class].get(instance)
+            if bucket is not None:
+                bucket.tokens = min(limit[1], bucket.tokens + amount)
 
     def acquire(self, instance: str, action_class: str, cost: float = 1.0) -> None:
         """`take`, raising `ResourceExhausted(RATE_LIMITED)` with whole retry-after seconds."""
