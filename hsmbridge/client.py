@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import grpc
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from hsmbridge.grpc.limits import MESSAGE_SIZE_OPTIONS
 from hsmbridge.v1 import (
     crypto_pb2,
     crypto_pb2_grpc,
@@ -64,7 +65,9 @@ class Client:
     ) -> None:
         if isinstance(target, str):
             target = (
-                grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+                grpc.secure_channel(target, credentials, options=MESSAGE_SIZE_OPTIONS)
+                if credentials
+                else grpc.insecure_channel(target, options=MESSAGE_SIZE_OPTIONS)
             )
         self.channel = target
         self.metadata: tuple[tuple[str, str], ...] = (("x-hsmbridge-tenant", tenant),)

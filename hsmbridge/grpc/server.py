@@ -16,6 +16,8 @@ from hsmbridge.grpc.gateway import RestGatewayServicer
 from hsmbridge.grpc.hsm_info import HsmServicer
 from hsmbridge.grpc.import_tokens import ImportTokenServicer
 from hsmbridge.grpc.keys import KeyServicer
+from hsmbridge.grpc.limits import MESSAGE_SIZE_OPTIONS
+from hsmbridge.grpc.malformed import MalformedMessageInterceptor
 from hsmbridge.security.gate import SecurityGate
 from hsmbridge.v1 import (
     crypto_pb2,
@@ -49,7 +51,11 @@ def build_server(
     REST server (hsmbridge.rest.gateway_proxy) in front of this daemon; its requests are
     authenticated and audited inside the facade. `gate`: the process's security gate, shared
     with REST (one rate limiter and one audit log per process)."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 1)], interceptors=list(interceptors))
+    server = grpc.aio.server(
+        options=[("grpc.so_reuseport", 1), *MESSAGE_SIZE_OPTIONS],
+        # innermost, so the metrics interceptor sees the INVALID_ARGUMENT it answers
+        interceptors=[*interceptors, MalformedMessageInterceptor()],
+    )
     names = list(SERVICE_NAMES)
     if rest_app is not None:
         gateway_pb2_grpc.add_RestGatewayServicer_to_server(RestGatewayServicer(rest_app), server)
