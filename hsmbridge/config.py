@@ -123,6 +123,16 @@ class RestConfig(_Section):
     #: seconds in-flight REST requests get to finish on shutdown
     shutdown_grace: float = Field(10.0, ge=0)
     tls: TlsConfig | None = None
+    #: largest request body; a larger one is answered 413 before it is read (default: the largest
+    #: valid request, a 1,000-event acknowledgement, with room to spare; see rest/limits.py)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    #: seconds a connection gets to send a request's line and headers (from opening, or from the
+    #: previous response) before it is closed
+    header_timeout: float = Field(10.0, gt=0)
+    #: seconds an idle keep-alive connection is kept open after a response
+    idle_timeout: float = Field(5.0, gt=0)
+    #: connections (and in-flight requests) per worker; over it, requests are answered 503
+    max_connections: int = Field(2048, ge=1)
 
 
 class ServerConfig(_Section):

@@ -273,19 +273,25 @@ def _uvicorn_server(app: Any, config: Config) -> Any:
         def capture_signals(self) -> Iterator[None]:
             yield
 
+    from hsmbridge.rest.limits import apply_to_uvicorn
     from hsmbridge.security.tls import uvicorn_ssl_kwargs
 
-    return EmbeddedServer(
-        uvicorn.Config(
-            app,
-            **(uvicorn_ssl_kwargs(config.rest.tls) if config.rest.tls is not None else {}),
-            log_config=None,
-            access_log=config.rest.access_log,
-            lifespan="off",
-            timeout_graceful_shutdown=int(config.rest.shutdown_grace),
-            server_header=False,
-        )
+    uvicorn_config = uvicorn.Config(
+        app,
+        **(uvicorn_ssl_kwargs(config.rest.tls) if config.rest.tls is not None else {}),
+        log_config=None,
+        access_log=config.rest.access_log,
+        lifespan="off",
+        timeout_graceful_shutdown=int(config.rest.shutdown_grace),
+        server_header=False,
     )
+    apply_to_uvicorn(
+        uvicorn_config,
+        header_timeout=config.rest.header_timeout,
+        idle_timeout=config.rest.idle_timeout,
+        max_connections=config.rest.max_connections,
+    )
+    return EmbeddedServer(uvicorn_config)
 
 
 def rest_authenticator_for(config: Config) -> Any:
@@ -333,6 +339,7 @@ def rest_app(
         metrics=metrics,
         gate=gate,
         huawei=huawei_authenticator_for(config, authenticator, huawei_dev),
+        max_body_bytes=config.rest.max_body_bytes,
     )
 
 

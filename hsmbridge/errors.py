@@ -17,6 +17,7 @@ Every layer raises these and only these; each boundary maps them exactly once:
     ├── PermissionDenied        valid credentials, action not granted
     ├── ResourceExhausted       a quota or rate limit; retry later
     ├── HsmUnavailable          the HSM cannot serve now (device error, pool exhausted); retry later
+    ├── StoreUnavailable        the store cannot serve now (disk full, read-only, database down); retry later
     ├── Unsupported             the HSM or this server lacks the feature
     └── InternalError           a bug or an invariant broken; never the caller's fault
 
@@ -88,6 +89,9 @@ class Reason(enum.StrEnum):
     REGISTRATION_DUPLICATE = "REGISTRATION_DUPLICATE"
     REGISTRATION_INVALID_STATE = "REGISTRATION_INVALID_STATE"
     KEY_VERSION_INVALID = "KEY_VERSION_INVALID"
+    # faults (issue 15, appended)
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    BODY_TOO_LARGE = "BODY_TOO_LARGE"
 
 
 class HsmBridgeError(Exception):
@@ -161,6 +165,13 @@ class ResourceExhausted(HsmBridgeError):
 
 class HsmUnavailable(HsmBridgeError):
     default_reason = Reason.HSM_UNAVAILABLE
+
+
+class StoreUnavailable(HsmBridgeError):
+    """The store refused a read or write for a reason of its own (disk full, read-only file
+    system, I/O error, database unreachable), not because of the request: retrying later works."""
+
+    default_reason = Reason.STORE_UNAVAILABLE
 
 
 class Unsupported(HsmBridgeError):

@@ -34,10 +34,14 @@ _CODES: tuple[tuple[type[e.HsmBridgeError], grpc.StatusCode], ...] = (
     (e.PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (e.ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.HsmUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (e.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (e.Unsupported, grpc.StatusCode.UNIMPLEMENTED),
     (e.InternalError, grpc.StatusCode.INTERNAL),
 )
-_BY_REASON = {e.Reason.CONCURRENT_UPDATE: grpc.StatusCode.ABORTED}
+_BY_REASON = {
+    e.Reason.CONCURRENT_UPDATE: grpc.StatusCode.ABORTED,
+    e.Reason.BODY_TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
 
 
 def status_code_for(error: e.HsmBridgeError) -> grpc.StatusCode:

@@ -15,11 +15,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from hsmbridge.core.services import Services
-from hsmbridge.errors import InvalidInput, NotFound, Reason, Unsupported
-from hsmbridge.rest import context
+from hsmbridge.errors import HsmBridgeError, InvalidInput, NotFound, Reason, Unsupported
+from hsmbridge.rest import context, headers
 from hsmbridge.rest.context import RestAuthenticator, RestState, open_gate
 from hsmbridge.rest.errors import Operation
+from hsmbridge.rest.hygiene import CONTROL_CHARACTERS, ControlCharacterFilter
+from hsmbridge.rest.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from hsmbridge.rest.representation import RenderContext
+from hsmbridge.rest.shapes import ErrorShapes, Renderer, Scope
+from hsmbridge.security.authz import rest_action
 from hsmbridge.security.gate import SecurityGate
 
 _ROUTING = Operation("Request", "processed")
@@ -32,10 +36,15 @@ def create_app(
     metrics: Any = None,
     gate: SecurityGate | None = None,
     huawei: Any = None,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    error_shapes: ErrorShapes | None = None,
 ) -> FastAPI:
     """`gate`: the process's security gate (authorisation, rate limits, audit); by default
     authorisation only, with the standard role table. `huawei`: a `HuaweiAuthenticator` to also
-    serve the Huawei Cloud KMS API v1.0 (hsmbridge/huawei/) through the same gate."""
+    serve the Huawei Cloud KMS API v1.0 (hsmbridge/huawei/) through the same gate.
+    `error_shapes`: the registry the request guards (control characters, body size) answer from;
+    Key Protect registers ``/api/v2`` in it and Huawei ``/v1.0/`` (see rest/shapes.py)."""
     from hsmbridge.rest import (  # one module per resource
         actions,
         aliases,
@@ -57,6 +66,12 @@ def create_app(
         version="2.0",
     )
     app.state.hsmbridge = RestState(services, authenticator, render, gate or open_gate())
+    shapes = error_shapes if error_shapes is not None else ErrorShapes()
+    shapes.register("/api/v2", keyprotect_renderer(app.state.hsmbridge))
+    app.state.error_shapes = shapes
+    # Starlette runs the last added outermost: metrics, then control characters, then body size.
+    app.add_middleware(BodyLimit, shapes=shapes, max_bytes=max_body_bytes)
+    app.add_middleware(ControlCharacterFilter, shapes=shapes)
     if metrics is not None:  # hsmbridge.metrics.Metrics: request counts and latency per route
         from hsmbridge.rest.middleware import RestMetricsMiddleware
 
@@ -77,6 +92,7 @@ def create_app(
         from hsmbridge import huawei as huawei_api
 
         huawei_api.install(app, services, huawei, app.state.hsmbridge.gate)
+        shapes.register(huawei_api.PATH_PREFIX, _huawei_refusal)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -113,3 +129,46 @@ def _huawei_routing_error(status: int) -> Response:
     else:
         error = huawei_errors.coded(InvalidInput("Invalid request URL."), huawei_errors.INVALID_URL)
     return error_response(error)
+
+
+async def _huawei_refusal(scope: Scope, error: HsmBridgeError) -> Response:
+    """Huawei's body for a request the guards refused (413 for a body over the limit)."""
+    from hsmbridge.huawei import errors as huawei_errors
+    from hsmbridge.huawei.context import error_response
+
+    if error.reason == Reason.BODY_TOO_LARGE:
+        response = error_response(huawei_errors.coded(error, huawei_errors.TOO_LONG))
+        response.status_code = 413
+        return response
+    return error_response(huawei_errors.coded(error, huawei_errors.INVALID_PARAMETER))
+
+
+def keyprotect_renderer(st: RestState) -> Renderer:
+    """Key Protect's answer to a request the guards refused: its error body, after the gate (so
+    401 beats 400 as on every route, and an authenticated caller's refusal is audited and costs
+    one rate-limit token like any refused call)."""
+
+    async def render(scope: Scope, error: HsmBridgeError) -> Response:
+        request = Request(scope)
+        action = rest_action(
+            request.method,
+            CONTROL_CHARACTERS.sub("_", scope["path"]),  # not url.path: urlsplit drops TAB/LF/CR
+            CONTROL_CHARACTERS.sub("_", request.query_params.get("action") or ""),
+        )
+        if action is None:  # no route of the API: nothing to authenticate against
+            return context.error_response(request, error, _ROUTING)
+        authorization = headers.get_header(request.headers, "authorization")
+        try:
+            with st.gate.call(
+                action,
+                lambda: st.authenticator.identify_rest(authorization),
+                lambda: headers.require_instance(request.headers),
+                transport="rest",
+                client=f"{request.client.host}:{request.client.port}" if request.client else None,
+                correlation_id=headers.correlation_id(request.headers),
+            ):
+                raise error
+        except Exception as answered:
+            return context.error_response(request, answered, _ROUTING)
+
+    return render

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 
 from hsmbridge.core.principal import CallContext
 from hsmbridge.core.services import Services
-from hsmbridge.errors import InternalError, ResourceExhausted
+from hsmbridge.errors import HsmBridgeError, InternalError
 from hsmbridge.rest import headers
 from hsmbridge.rest.errors import Operation, to_http_error
 from hsmbridge.rest.representation import RenderContext
@@ -83,7 +83,8 @@ def error_response(request: Request, exc: BaseException, operation: Operation) -
     if error.status >= 500:
         log.error("%s failed: %s", operation.failure, type(exc).__name__)
     extra = headers.response_headers(request.headers)
-    if isinstance(exc, ResourceExhausted) and "retry_after" in exc.metadata:
+    # a 429 from the rate limiter, a 503 of a store (or HSM) that will be back
+    if isinstance(exc, HsmBridgeError) and "retry_after" in exc.metadata:
         extra["Retry-After"] = exc.metadata["retry_after"]
     return JSONResponse(error.body, status_code=error.status, headers=extra)
 

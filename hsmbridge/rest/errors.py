@@ -267,6 +267,9 @@ REASON_TABLE: Mapping[Reason, ReasonSpec] = {
     Reason.KEY_VERSION_INVALID: _s(
         422, "KEY_VERSION_INVALID", "The key version is not valid for this registration.", Detail.REASON
     ),
+    # faults (issue 15)
+    Reason.STORE_UNAVAILABLE: _fixed(503, UNAVAILABLE_MSG),
+    Reason.BODY_TOO_LARGE: _s(413, None, detail=Detail.ERROR_MSG),
 }
 
 #: INVALID_FIELD / INVALID_INPUT with a target: Key Protect names the code after the target kind.
