@@ -121,6 +121,7 @@ from hsmbridge.errors import (
     InvalidInput,
     NotFound,
     Reason,
+    StoreUnavailable,
 )
 
 __all__ = ["LOCK_TIMEOUT_S", "POOL_TIMEOUT_S", "PostgresStore", "redact_url"]
@@ -192,9 +193,31 @@ def _guarded(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         except PoolClosed as exc:
             raise InternalError("the store is closed") from exc
         except psycopg.Error as exc:
+            if _unavailable(exc):
+                raise StoreUnavailable(
+                    f"the store is unavailable ({_describe(exc)} in {fn.__name__})",
+                    metadata={"retry_after": "1"},
+                ) from exc
             raise InternalError(f"database error in {fn.__name__}: {_describe(exc)}") from exc
 
     return wrapper
+
+
+#: SQLSTATE classes of the server's condition, not the request's: connection exception (08),
+#: insufficient resources such as a full disk (53), operator intervention such as a shutdown (57),
+#: system error (58); and a read-only transaction (25006: a replica, or default_transaction_read_only).
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58")
+_READ_ONLY = "25006"
+
+
+def _unavailable(exc: psycopg.Error) -> bool:
+    """The database is down, unreachable, full or read-only: retrying later works. A dropped
+    connection (no SQLSTATE, OperationalError) and a pool that cannot get one (PoolTimeout is an
+    OperationalError) are this too; the pool replaces broken connections by itself."""
+    state = exc.sqlstate or ""
+    if state:
+        return state.startswith(_UNAVAILABLE_CLASSES) or state == _READ_ONLY
+    return isinstance(exc, psycopg.OperationalError)
 
 
 def _tenant_lock_key(tenant: str) -> int:

@@ -26,6 +26,7 @@ SQLite's message text, so the logic carries over to other backends.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
@@ -82,10 +83,12 @@ from hsmbridge.core.store.external import ExternalRows
 from hsmbridge.errors import (
     AlreadyExists,
     Conflict,
+    HsmBridgeError,
     InternalError,
     InvalidInput,
     NotFound,
     Reason,
+    StoreUnavailable,
 )
 
 __all__ = ["BUSY_TIMEOUT_S", "SqliteStore"]
@@ -102,8 +105,40 @@ _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+#: Primary result codes that describe the store's condition, not the request or a bug: the disk
+#: is full, the file system read-only, an I/O error, the file cannot be opened, another writer held
+#: the lock past the busy timeout, memory ran out. Retrying after the condition clears works.
+_UNAVAILABLE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+def _unavailable(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _UNAVAILABLE_CODES
+
+
+def _domain_error(exc: sqlite3.Error, what: str) -> HsmBridgeError:
+    """The one mapping of a driver error: `StoreUnavailable` (503/UNAVAILABLE, retried by clients)
+    for the store's own conditions, `InternalError` for everything else (a bug)."""
+    if _unavailable(exc):
+        return StoreUnavailable(
+            f"the store is unavailable ({getattr(exc, 'sqlite_errorname', 'error')} in {what})",
+            metadata={"retry_after": "1"},
+        )
+    return InternalError(f"database error in {what}: {exc}")
+
+
 def _guarded(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Turn any driver error into `InternalError` so no sqlite3 type ever reaches a caller.
+    """Turn any driver error into a domain error so no sqlite3 type ever reaches a caller.
 
     SQLite's messages name tables and columns, never bound values, so they are safe to keep for
     the operator.
@@ -114,7 +149,7 @@ def _guarded(fn: Callable[_P, _R]) -> Callable[_P, _R]:
         try:
             return fn(*args, **kwargs)
         except sqlite3.Error as exc:
-            raise InternalError(f"database error in {fn.__name__}: {exc}") from exc
+            raise _domain_error(exc, fn.__name__) from exc
 
     return wrapper
 
@@ -774,13 +809,29 @@ class _PerThreadConnections:
             try:
                 holder = _ConnectionHolder(_open(self._path))
             except sqlite3.Error as exc:
-                raise InternalError(f"cannot open the SQLite store: {exc}") from exc
+                raise _domain_error(exc, "opening the SQLite store") from exc
             finalizer = weakref.finalize(holder, holder.conn.close)
             with self._lock:
                 self._finalizers = [f for f in self._finalizers if f.alive]
                 self._finalizers.append(finalizer)
             self._local.holder = holder
-        yield holder.conn
+        try:
+            yield holder.conn
+        except BaseException as exc:
+            # A connection that met a full disk, a read-only or failing file system may keep
+            # stale state (a half-open transaction whose ROLLBACK failed too, a WAL index it can
+            # no longer map): drop it, and the thread's next call opens a fresh one, so service
+            # resumes as soon as the file system does instead of failing on this thread for good.
+            cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
+            if _unavailable(cause or exc) or holder.conn.in_transaction:
+                self._discard(holder)
+            raise
+
+    def _discard(self, holder: _ConnectionHolder) -> None:
+        if getattr(self._local, "holder", None) is holder:
+            self._local.holder = None
+        with contextlib.suppress(sqlite3.Error):
+            holder.conn.close()
 
     def close(self) -> None:
         with self._lock:
@@ -828,7 +879,7 @@ class SqliteStore:
                 # it per connection would make every new thread briefly contend for the write lock.
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         except sqlite3.Error as exc:
-            raise InternalError(f"cannot open the SQLite store: {exc}") from exc
+            raise _domain_error(exc, "opening the SQLite store") from exc
         if not self._memory and str(mode).lower() != "wal":
             raise InternalError(f"SQLite refused WAL mode (got {mode!r}); the store needs it")
 
@@ -868,7 +919,7 @@ class SqliteStore:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise InternalError(f"cannot start a write transaction: {exc}") from exc
+                raise _domain_error(exc, "starting a write transaction") from exc
             tx = _SqliteTransaction(conn)
             try:
                 yield tx
@@ -881,7 +932,7 @@ class SqliteStore:
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 _rollback_quietly(conn)
-                raise InternalError(f"commit failed: {exc}") from exc
+                raise _domain_error(exc, "commit") from exc
 
     @contextmanager
     def _reading(self) -> Iterator[_SqliteReader]:
