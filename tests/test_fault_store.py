@@ -25,8 +25,7 @@ import grpc
 import httpx
 import pytest
 from daemon import DEV_TOKEN, Daemon
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
+from security_support import error_info
 
 from hsmbridge.core.store.sqlite import SqliteStore
 from hsmbridge.errors import InternalError, StoreUnavailable
@@ -109,16 +108,6 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True, timeout=30)
 
 
-def reason_of(err: grpc.RpcError) -> str:
-    status = rpc_status.from_call(err)  # type: ignore[arg-type]
-    assert isinstance(status, status_pb2.Status)
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return info.reason
-    return ""
-
-
 class Ledger:
     """Keys the daemon acknowledged (and a ciphertext of a known plaintext under each)."""
 
@@ -168,7 +157,7 @@ def refused_while_faulty(ledger: Ledger) -> None:
     err = ledger.create()
     assert err is not None, "a write was acknowledged while the store could not take it"
     assert err.code() is grpc.StatusCode.UNAVAILABLE, err
-    assert reason_of(err) == "STORE_UNAVAILABLE"
+    assert error_info(err).reason == "STORE_UNAVAILABLE"
     response = ledger.rest_create()
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "1"
