@@ -786,10 +786,12 @@ def _open(target: str) -> sqlite3.Connection:
 class _ConnectionHolder:
     """Weak-referenceable box (sqlite3.Connection is not) so a thread's exit closes its connection."""
 
-    __slots__ = ("__weakref__", "conn")
+    __slots__ = ("__weakref__", "conn", "depth")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        #: nested `acquire`s in progress on this thread (a read inside a transaction)
+        self.depth = 0
 
 
 class _PerThreadConnections:
@@ -815,17 +817,21 @@ class _PerThreadConnections:
                 self._finalizers = [f for f in self._finalizers if f.alive]
                 self._finalizers.append(finalizer)
             self._local.holder = holder
+        holder.depth += 1
         try:
             yield holder.conn
         except BaseException as exc:
             # A connection that met a full disk, a read-only or failing file system may keep
             # stale state (a half-open transaction whose ROLLBACK failed too, a WAL index it can
-            # no longer map): drop it, and the thread's next call opens a fresh one, so service
-            # resumes as soon as the file system does instead of failing on this thread for good.
+            # no longer map): the outermost user drops it, and the thread's next call opens a
+            # fresh one, so service resumes as soon as the file system does instead of failing
+            # on this thread for good.
             cause = exc.__cause__ if isinstance(exc, StoreUnavailable) else exc
-            if _unavailable(cause or exc) or holder.conn.in_transaction:
+            if holder.depth == 1 and (_unavailable(cause or exc) or holder.conn.in_transaction):
                 self._discard(holder)
             raise
+        finally:
+            holder.depth -= 1
 
     def _discard(self, holder: _ConnectionHolder) -> None:
         if getattr(self._local, "holder", None) is holder:
