@@ -3,11 +3,11 @@ answer 503 + ``Retry-After`` with reason STORE_UNAVAILABLE on REST and UNAVAILAB
 they last, service resumes by itself once the store works again (no restart), and every key the
 daemon acknowledged before, during and after is there afterwards.
 
-The full disk is real: the SQLite file lives on a small tmpfs this test mounts and fills up with a
-file (ENOSPC). Mounting needs root with CAP_SYS_ADMIN (as `make test` runs in CI). A read-only
-file system cannot be made under a running daemon this way (remounting read-only is refused while
-the daemon holds the database open for writing), so SQLITE_READONLY is tested at the driver level,
-with SQLite's own ``query_only``, like SQLITE_FULL with ``max_page_count``.
+The faults are real: the SQLite file lives on a small ext4 file system (a loop mount of an image
+file) that the test fills up (ENOSPC) and then makes immutable (EPERM on every write, as after the
+kernel remounted it read-only). Mounting needs root with CAP_SYS_ADMIN and a loop device (as
+`make test` runs in CI). The driver-level mapping is also tested without mounting, with SQLite's
+own limits (``max_page_count`` for full, ``query_only`` for read-only).
 """
 
 from __future__ import annotations
@@ -94,18 +94,35 @@ def _mount(*args: str) -> None:
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "fs"
+    """An 8 MiB ext4 file system on a loop device: small enough to fill, and ext4 honours the
+    immutable attribute on files already open for writing (tmpfs does not)."""
+    image, where = tmp_path / "fs.img", tmp_path / "fs"
     where.mkdir()
+    with open(image, "wb") as f:
+        f.truncate(8 * 1024 * 1024)
     try:
-        _mount("-t", "tmpfs", "-o", "size=4m,mode=0755", "tmpfs", str(where))
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], check=True, capture_output=True, timeout=60
+        )
+        _mount("-o", "loop", str(image), str(where))
     except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.fail(f"cannot mount a tmpfs for the store fault test (needs root): {exc}")
+        pytest.fail(f"cannot mount a loop ext4 file system for the store fault test (needs root): {exc}")
     try:
         yield where
     finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            _mount("-o", "remount,rw", str(where))
+        subprocess.run(["chattr", "-R", "-i", str(where)], check=False, capture_output=True, timeout=30)
         subprocess.run(["umount", "-l", str(where)], check=False, capture_output=True, timeout=30)
+
+
+def read_only(where: Path, on: bool) -> None:
+    """Every file of the store and its directory immutable: writes through the daemon's open
+    descriptors fail (EPERM), as on a file system the kernel remounted read-only after an error
+    (which cannot be done to a mounted file system with files open for writing)."""
+    # Not the -shm file: SQLite maps it, and a write fault on a mapped immutable page is SIGBUS
+    # (it is shared memory between connections, never the data).
+    paths = [str(where / n) for n in ("hsmbridge.db", "hsmbridge.db-wal") if (where / n).exists()]
+    paths.append(str(where))
+    subprocess.run(["chattr", "+i" if on else "-i", *paths], check=True, capture_output=True, timeout=30)
 
 
 class Ledger:
@@ -173,7 +190,7 @@ def resumes(ledger: Ledger) -> float:
     return time.monotonic() - started
 
 
-def test_a_full_store_answers_503_and_recovers_by_itself(
+def test_a_full_and_a_read_only_store_answer_503_and_recover_by_themselves(
     softhsm_token: dict[str, str], hsm_backend: object, small_fs: Path, tmp_path: Path
 ) -> None:
     daemon = Daemon(softhsm_token, tmp_path, HSMBRIDGE_STORE__PATH=str(small_fs / "hsmbridge.db"))
@@ -193,9 +210,16 @@ def test_a_full_store_answers_503_and_recovers_by_itself(
         ledger.check()  # reads go on
         filler.unlink()
         full_resumed = resumes(ledger)
+        # read-only
+        read_only(small_fs, True)
+        for _ in range(3):
+            refused_while_faulty(ledger)
+        ledger.check()
+        read_only(small_fs, False)
+        ro_resumed = resumes(ledger)
         for _ in range(5):
             assert ledger.create() is None
-        print(f"service resumed {full_resumed:.2f} s after the disk had room again")
+        print(f"service resumed {full_resumed:.2f} s after the disk had room, {ro_resumed:.2f} s after rw")
         assert "Traceback" not in "".join(daemon.output)
     finally:
         ledger.close()
@@ -206,7 +230,7 @@ def test_a_full_store_answers_503_and_recovers_by_itself(
     after = Ledger(again.address, again.rest_url)
     try:
         after.acknowledged = ledger.acknowledged
-        assert len(after.acknowledged) >= 11
+        assert len(after.acknowledged) >= 12
         after.check()
     finally:
         after.close()
