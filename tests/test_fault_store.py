@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 from daemon import DEV_TOKEN, Daemon
 from security_support import error_info
+from store_fixtures import PostgresCluster, start_cluster, stop_cluster
 
 from hsmbridge.core.store.sqlite import SqliteStore
 from hsmbridge.errors import InternalError, StoreUnavailable
@@ -133,7 +136,9 @@ class Ledger:
         self.keys = keys_pb2_grpc.KeyServiceStub(self.channel)
         self.crypto = crypto_pb2_grpc.CryptoServiceStub(self.channel)
         self.http = httpx.Client(
-            base_url=rest_url, headers={"authorization": f"Bearer {DEV_TOKEN}", "bluemix-instance": TENANT}
+            base_url=rest_url,
+            headers={"authorization": f"Bearer {DEV_TOKEN}", "bluemix-instance": TENANT},
+            timeout=60,  # a PostgreSQL outage answers after the pool's 10 s wait for a connection
         )
         self.acknowledged: dict[str, tuple[bytes, bytes]] = {}
 
@@ -235,3 +240,59 @@ def test_a_full_and_a_read_only_store_answer_503_and_recover_by_themselves(
     finally:
         after.close()
         again.stop()
+
+
+# --- PostgreSQL down --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_cluster() -> Iterator[tuple[PostgresCluster, Any]]:
+    """A cluster of this test's own: stopping the session's would fail other tests' connections."""
+    cluster, runner = start_cluster()
+    try:
+        yield cluster, runner
+    finally:
+        cluster.close()
+        stop_cluster(runner, cluster.root / "data")
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+def test_postgresql_down_answers_503_and_the_daemon_resumes_when_it_is_back(
+    softhsm_token: dict[str, str],
+    hsm_backend: object,
+    private_cluster: tuple[PostgresCluster, Any],
+    tmp_path: Path,
+) -> None:
+    cluster, runner = private_cluster
+    _, url = cluster.create_database()
+    data = cluster.root / "data"
+    daemon = Daemon(
+        softhsm_token,
+        tmp_path,
+        HSMBRIDGE_STORE__PATH="",
+        HSMBRIDGE_STORE__URL=url,
+        HSMBRIDGE_STORE__POOL_MAX_SIZE="4",
+    )
+    daemon.start(timeout=120)
+    ledger = Ledger(daemon.address, daemon.rest_url)
+    try:
+        for _ in range(5):
+            assert ledger.create() is None
+        cluster.close()  # the fixture's admin connection would otherwise block a fast stop
+        stopped = runner.run("pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop")
+        assert stopped.returncode == 0, stopped.stderr
+        refused_while_faulty(ledger)  # once: each waits the pool's 10 s for a connection
+        options = f"-k {cluster.root} -p {cluster.port} -c listen_addresses=127.0.0.1 -c fsync=off"
+        started = runner.run(
+            "pg_ctl", "-D", str(data), "-l", str(cluster.root / "server.log"), "-w", "-o", options, "start"
+        )
+        assert started.returncode == 0, started.stderr
+        resumed = resumes(ledger)
+        for _ in range(5):
+            assert ledger.create() is None
+        ledger.check()
+        print(f"service resumed {resumed:.2f} s after PostgreSQL was back")
+        assert "Traceback" not in "".join(daemon.output)
+    finally:
+        ledger.close()
+        daemon.stop()
