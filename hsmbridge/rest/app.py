@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from hsmbridge.core.services import Services
 from hsmbridge.errors import HsmBridgeError, InvalidInput, NotFound, Reason, Unsupported
-from hsmbridge.rest import context, headers
+from hsmbridge.rest import context, headers, openapi_errors
 from hsmbridge.rest.context import RestAuthenticator, RestState, open_gate
 from hsmbridge.rest.errors import Operation
 from hsmbridge.rest.hygiene import CONTROL_CHARACTERS, ControlCharacterFilter
@@ -93,6 +93,8 @@ def create_app(
 
         huawei_api.install(app, services, huawei, app.state.hsmbridge.gate)
         shapes.register(huawei_api.PATH_PREFIX, _huawei_refusal)
+
+    openapi_errors.install(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -273,6 +273,7 @@ def body_doc(example: Mapping[str, Any], description: str = "") -> dict[str, Any
     summary="Create a key (E1)",
     description="Generate or import (plain or secure) a root or standard key. Answers 201 with the key.",
     status_code=201,
+    responses={201: {"content": {KEY_MEDIA_TYPE: {}}}},  # what it answers, not application/json
     openapi_extra=body_doc(_CREATE_EXAMPLE),
 )
 @endpoint(Operations.CREATE_KEY)
@@ -285,6 +286,7 @@ async def create_key(request: Request) -> Response:
     summary="Create a key with policy overrides (E4)",
     description="As E1, plus per-key `dualAuthDelete` and `rotation` policies.",
     status_code=201,
+    responses={201: {"content": {KEY_MEDIA_TYPE: {}}}},  # what it answers, not application/json
     openapi_extra=body_doc(
         {
             **_CREATE_EXAMPLE,
