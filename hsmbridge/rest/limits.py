@@ -8,8 +8,8 @@ that never finished their headers were all held open):
   of the body is read; a body without one (chunked) is counted as it is received and refused the
   moment it passes the limit. The server stops reading the socket when nobody consumes the body
   (uvicorn's flow control), so memory stays at the limit plus one read buffer. The 413 is in the
-  dialect's shape (`shapes.ErrorShapes`); the connection is closed after it, since the rest of the
-  body was never read.
+  dialect's shape (`shapes.ErrorShapes`) with ``Connection: close``, so the server closes the
+  connection instead of reading and discarding the rest.
 - `header_timeout`: uvicorn has an idle (keep-alive) timeout but none for a connection that opens
   and then sends its request line and headers slowly, or not at all (slowloris). `guard_protocol`
   subclasses whichever HTTP protocol uvicorn uses (h11 or httptools; both keep the request in
@@ -49,6 +49,11 @@ class BodyTooLarge(InvalidInput):
         super().__init__(too_large(limit).message, reason=Reason.BODY_TOO_LARGE)
 
 
+#: After a 413 the rest of the body is unread: without this, uvicorn (h11 and httptools alike)
+#: would keep the connection and read and discard the remainder (400 MB at loopback speed).
+CLOSE = (b"connection", b"close")
+
+
 def _declared_length(scope: Scope) -> int | None:
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
@@ -74,7 +79,7 @@ class BodyLimit:
                 declared,
                 self._max,
             )
-            await self._shapes.respond(scope, receive, send, BodyTooLarge(self._max))
+            await self._shapes.respond(scope, receive, send, BodyTooLarge(self._max), close=True)
             return
         received = 0
         overflow = False
@@ -99,6 +104,8 @@ class BodyLimit:
             if message["type"] == "http.response.start":
                 if overflow and message["status"] != 413:
                     replaced = True
+                elif overflow:
+                    message = {**message, "headers": [*message.get("headers", ()), CLOSE]}
                 started = True
             if not replaced:
                 await send(message)
@@ -110,7 +117,7 @@ class BodyLimit:
                 raise
             replaced = True
         if replaced:
-            await self._shapes.respond(scope, receive, send, BodyTooLarge(self._max))
+            await self._shapes.respond(scope, receive, send, BodyTooLarge(self._max), close=True)
 
 
 # --- uvicorn ------------------------------------------------------------------------------------

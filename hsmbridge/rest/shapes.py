@@ -53,8 +53,13 @@ class ErrorShapes:
                 return renderer
         return self._fallback
 
-    async def respond(self, scope: Scope, receive: Any, send: Any, error: HsmBridgeError) -> None:
-        """Answer the refused request in its dialect's shape."""
+    async def respond(
+        self, scope: Scope, receive: Any, send: Any, error: HsmBridgeError, *, close: bool = False
+    ) -> None:
+        """Answer the refused request in its dialect's shape; `close`: and end the connection
+        (the request's body was not read)."""
         path = scope.get("path", "")
         response = await self.renderer_for(path)(scope, error)
+        if close:
+            response.headers["connection"] = "close"
         await response(scope, receive, send)
