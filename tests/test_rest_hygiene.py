@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -220,3 +221,30 @@ def test_the_default_limit_admits_the_largest_valid_request(rest: TestClient) ->
         },
     )
     assert response.status_code == 204, response.text
+
+
+def test_the_standalone_gateway_refuses_a_large_body_before_buffering_it(tmp_path: Path) -> None:
+    """rest/gateway_proxy.py buffers a body to forward it: the same limit applies there (the
+    daemon behind it is never called, so it need not exist)."""
+    import asyncio
+
+    import httpx
+
+    from hsmbridge.rest.gateway_proxy import GatewayProxy, guarded
+
+    async def scenario() -> httpx.Response:
+        proxy = GatewayProxy(f"unix:{tmp_path}/nobody.sock", timeout=2)
+        app = guarded(proxy, LIMIT)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+            response = await c.post(
+                "/api/v2/keys/k/actions/wrap",
+                content=b"x" * (LIMIT + 1),
+                headers={"authorization": "Bearer x", "bluemix-instance": "i"},
+            )
+        await proxy.close()
+        return response
+
+    response = asyncio.run(scenario())
+    assert response.status_code == 413
+    assert response.headers["connection"] == "close"
+    assert response.json()["resources"][0]["errorMsg"].startswith("Request Entity Too Large")

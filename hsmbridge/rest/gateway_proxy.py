@@ -125,8 +125,30 @@ class GatewayProxy:
         await send({"type": "http.response.body", "body": response.body})
 
 
+async def _keyprotect_refusal(scope: dict[str, Any], error: Any) -> Any:
+    """Key Protect's body for a request this process refuses itself (the daemon never sees it)."""
+    from starlette.responses import JSONResponse
+
+    from hsmbridge.rest.errors import Operation, to_http_error
+
+    http = to_http_error(error, Operation("Request", "processed"))
+    return JSONResponse(http.body, status_code=http.status)
+
+
+def guarded(proxy: GatewayProxy, max_body_bytes: int | None = None) -> Any:
+    """`proxy` behind the same body limit as the daemon's facade: this process buffers a body
+    before forwarding it, so without one a single upload could take all its memory."""
+    from hsmbridge.rest.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
+    from hsmbridge.rest.shapes import ErrorShapes
+
+    return BodyLimit(proxy, ErrorShapes(_keyprotect_refusal), max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+
+
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
+
+    from hsmbridge.config import RestConfig
+    from hsmbridge.rest.limits import apply_to_uvicorn
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,7 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     print(f"hsmbridge: REST gateway on http://{host}:{port} forwarding to {args.daemon}", flush=True)
-    uvicorn.run(GatewayProxy(args.daemon), host=host, port=int(port), log_level="warning")
+    limits = RestConfig()  # the daemon's defaults: body size, header and idle timeouts, connections
+    config = uvicorn.Config(
+        guarded(GatewayProxy(args.daemon), limits.max_body_bytes),
+        host=host,
+        port=int(port),
+        log_level="warning",
+    )
+    apply_to_uvicorn(
+        config,
+        header_timeout=limits.header_timeout,
+        idle_timeout=limits.idle_timeout,
+        max_connections=limits.max_connections,
+    )
+    uvicorn.Server(config).run()
     return 0
 
 
