@@ -30,7 +30,9 @@ def control_character(raw: bytes) -> int | None:
     """The first C0 control character or DEL in `raw` once percent-decoded, if any."""
     if not raw:
         return None
-    found = _CONTROL.search(raw) or _CONTROL.search(unquote_to_bytes(raw))
+    found = _CONTROL.search(raw)
+    if found is None and b"%" in raw:  # percent-decoding is only needed when something is encoded
+        found = _CONTROL.search(unquote_to_bytes(raw))
     return found.group()[0] if found else None
 
 
