@@ -248,3 +248,22 @@ def test_the_standalone_gateway_refuses_a_large_body_before_buffering_it(tmp_pat
     assert response.status_code == 413
     assert response.headers["connection"] == "close"
     assert response.json()["resources"][0]["errorMsg"].startswith("Request Entity Too Large")
+
+
+def test_the_huawei_dialect_answers_in_its_own_shape(stack: Stack) -> None:
+    """With the Huawei API mounted (as the daemon does), its paths get Huawei's body."""
+    from hsmbridge.huawei.auth import HuaweiAuthenticator, HuaweiConfig
+
+    huawei = HuaweiAuthenticator.from_config(HuaweiConfig(), stack.authenticator.identify_rest)
+    app = create_app(
+        stack.services, stack.authenticator, RENDER, gate=stack.gate, huawei=huawei, max_body_bytes=LIMIT
+    )
+    with TestClient(app) as client:
+        bad = client.get("/v1.0/project-1/kms/describe-key%0A")
+        assert bad.status_code == 400
+        assert bad.json()["error"]["error_code"] == "KMS.0308"
+        big = client.post("/v1.0/project-1/kms/encrypt-datakey", content=b"x" * (LIMIT + 1))
+        assert big.status_code == 413
+        assert big.json()["error"]["error_code"] == "KMS.0203"
+        # and Key Protect's paths keep Key Protect's shape on the same app
+        assert client.get("/api/v2/keys%0A", headers=CALLERS["writer"].rest()).json()["metadata"]

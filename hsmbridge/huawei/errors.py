@@ -32,6 +32,7 @@ from hsmbridge.errors import (
     PermissionDenied,
     Reason,
     ResourceExhausted,
+    StoreUnavailable,
     Unauthenticated,
     Unsupported,
 )
@@ -150,7 +151,7 @@ def to_huawei_error(exc: BaseException) -> HuaweiError:
         )
     if isinstance(exc, ResourceExhausted):
         return HuaweiError(429, THROTTLED, "The throttling threshold has been reached.")
-    if isinstance(exc, HsmUnavailable):
+    if isinstance(exc, HsmUnavailable | StoreUnavailable):
         return HuaweiError(502, KMS_IO, "Abnormal KMS I/O.")
     if isinstance(exc, InternalError):
         return HuaweiError(500, KMS_ERROR, _FIXED_500)

@@ -1,4 +1,5 @@
-"""Document the error answers every Key Protect route can give in ``/openapi.json``.
+"""Document the error answers every route can give in ``/openapi.json``, in its dialect's body
+(Key Protect under ``/api/v2/``, Huawei KMS under ``/v1.0/``).
 
 FastAPI documents a 422 with its own validation-error body for every route that has parameters,
 and nothing else; the facade never answers that body (validation failures are 400 with Key
@@ -15,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 ERROR_SCHEMA_NAME = "KeyProtectError"
+KEY_PROTECT_PREFIX = "/api/v2/"
 
 #: status → description; the gate (401, 429), the request guards (400, 413), the store and the
 #: HSM (503) and the mapping of bugs (500) apply to every route, the rest to most of them.
@@ -73,28 +75,68 @@ _ERROR_SCHEMA: dict[str, Any] = {
 }
 
 
-def _error_response(description: str) -> dict[str, Any]:
-    ref = {"$ref": f"#/components/schemas/{ERROR_SCHEMA_NAME}"}
+#: Huawei Cloud KMS's error body (hsmbridge/huawei/errors.py) and the statuses it answers.
+HUAWEI_ERROR_SCHEMA_NAME = "HuaweiKmsError"
+HUAWEI_PREFIX = "/v1.0/"
+_HUAWEI_ERROR_SCHEMA: dict[str, Any] = {
+    "title": HUAWEI_ERROR_SCHEMA_NAME,
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["error_code", "error_msg"],
+            "properties": {"error_code": {"type": "string"}, "error_msg": {"type": "string"}},
+        }
+    },
+}
+HUAWEI_ERROR_STATUSES = {
+    "400": "Bad Request: invalid parameter (KMS.02xx, KMS.03xx ...)",
+    "401": "Unauthorized: the signature or token was not accepted",
+    "403": "Forbidden: the role or project does not allow this",
+    "404": "Not Found: no such key",
+    "413": "Content Too Large: the body is over the configured limit",
+    "429": "Too Many Requests",
+    "500": "Internal Server Error",
+    "502": "Abnormal KMS I/O: the HSM or the store cannot serve now",
+}
+
+#: (path prefix, error schema name, schema, statuses): each dialect documents its own errors.
+_DIALECTS = (
+    (KEY_PROTECT_PREFIX, ERROR_SCHEMA_NAME, _ERROR_SCHEMA, ERROR_STATUSES),
+    (HUAWEI_PREFIX, HUAWEI_ERROR_SCHEMA_NAME, _HUAWEI_ERROR_SCHEMA, HUAWEI_ERROR_STATUSES),
+)
+
+
+def _error_response(description: str, schema_name: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema_name}"}
     return {"description": description, "content": {"application/json": {"schema": ref}}}
 
 
 def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     """`schema` (FastAPI's generated OpenAPI) with the error answers on every operation."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-    schemas[ERROR_SCHEMA_NAME] = _ERROR_SCHEMA
-    for item in schema.get("paths", {}).values():
+    for path, item in schema.get("paths", {}).items():
+        dialect = next((d for d in _DIALECTS if path.startswith(d[0])), None)
+        if dialect is None:
+            continue
+        _, name, error_schema, statuses = dialect
+        schemas[name] = error_schema
         for method, operation in item.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
             responses = operation["responses"]
-            for status, description in ERROR_STATUSES.items():
-                responses[status] = _error_response(description)
+            for status, description in statuses.items():
+                responses[status] = _error_response(description, name)
+            if "422" not in statuses:
+                responses.pop("422", None)  # FastAPI's validation body: this dialect never sends it
             if method == "head":  # HEAD answers carry headers only, never a body or its type
                 for response in responses.values():
                     response.pop("content", None)
     # FastAPI's validation-error body is never sent: drop it so nobody codes against it.
-    for unused in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(unused, None)
+    if "HTTPValidationError" not in str(schema.get("paths", {})):
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
     return schema
 
 
