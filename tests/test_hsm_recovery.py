@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,6 +26,20 @@ def backend(hsm_settings, hsm_backend):  # type: ignore[no-untyped-def]
     b = Pkcs11Backend(replace(hsm_settings, pool_size=2))
     yield b
     b.close()
+
+
+@contextmanager
+def token_moved_away(softhsm_token: dict[str, str]) -> Iterator[None]:
+    """The token is gone while inside: its directory is moved out of SoftHSM2's token dir (not
+    renamed inside it, where a re-initialised SoftHSM2 would find it under the new name)."""
+    tokens = Path(softhsm_token["dir"]) / "tokens"
+    (token_dir,) = [p for p in tokens.iterdir() if p.is_dir() and any(p.iterdir())][:1]
+    aside = Path(softhsm_token["dir"]) / (token_dir.name + ".aside")
+    shutil.move(token_dir, aside)
+    try:
+        yield
+    finally:
+        shutil.move(aside, token_dir)
 
 
 def roundtrip(backend: Pkcs11Backend, ref: KeyRef) -> None:
@@ -45,18 +61,19 @@ def test_stale_token_object_handles_are_looked_up_again(
     backend: Pkcs11Backend, softhsm_token: dict[str, str]
 ) -> None:
     """Moving SoftHSM2's token directory away and back invalidates token-object handles (the
-    master KEK's), as a network HSM restart does; they must be found again by label."""
+    master KEK's), as a network HSM restart does: the backend reports the HSM unavailable
+    (503-class, retryable), recovers in the background once the token is back, and the handles
+    are found again by label."""
     ref = KeyRef("recovery-stale", backend.generate_key(MaterialKind.AES, 32))
     roundtrip(backend, ref)
-    tokens = Path(softhsm_token["dir"]) / "tokens"
-    (token_dir,) = [p for p in tokens.iterdir() if p.is_dir() and any(p.iterdir())][:1]
-    aside = token_dir.with_name(token_dir.name + ".aside")
-    shutil.move(token_dir, aside)
-    try:
-        with pytest.raises(HsmUnavailable):
+    with token_moved_away(softhsm_token):
+        with pytest.raises(HsmUnavailable) as raised:
             backend.generate_key(MaterialKind.AES, 32)
-    finally:
-        shutil.move(aside, token_dir)
+        assert raised.value.metadata["retry_after"] == "1"
+        assert not backend.healthy
+        with pytest.raises(HsmUnavailable):  # fails fast while down
+            roundtrip(backend, ref)
+    assert backend.health.wait_up(5.0)
     wrapped = backend.generate_key(MaterialKind.AES, 32)  # KEK handle re-found
     roundtrip(backend, KeyRef("recovery-stale-2", wrapped))
     roundtrip(backend, ref)

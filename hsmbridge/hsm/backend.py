@@ -21,8 +21,11 @@ so there transient keys are extractable-but-sensitive for the microseconds befor
 and destroyed; docs/hsm.md explains it.
 
 Every operation goes through `_run`, which maps CKRs once (hsm/errors.py), recovers (replace a
-dead session, reload stale handles, re-initialise a dead library with backoff) and retries once
-when the operation changes nothing persistent.
+dead session, reload stale handles) and retries once when the operation changes nothing
+persistent. A device-level failure (token gone, library not initialised, device error) is handed
+to the backend's `HsmHealth` (hsm/recovery.py): one background thread re-initialises with capped
+backoff for as long as it takes, and meanwhile every call fails fast with `HsmUnavailable` +
+`retry_after`. `healthy` / `health` expose that state cheaply (readiness, hsm/group.py).
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pkcs11
@@ -51,6 +55,7 @@ from hsmbridge.core.backend import (
 from hsmbridge.core.model import WrappedKey
 from hsmbridge.errors import (
     HsmBridgeError,
+    HsmUnavailable,
     IntegrityError,
     InternalError,
     InvalidInput,
@@ -65,6 +70,7 @@ from hsmbridge.hsm.errors import Recovery, StaleTokenView, recovery_for, to_doma
 from hsmbridge.hsm.library import Pkcs11Library
 from hsmbridge.hsm.oaep import oaep_decode
 from hsmbridge.hsm.pool import PooledSession, SessionPool
+from hsmbridge.hsm.recovery import HsmHealth, RecoveryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +102,25 @@ class Pkcs11Settings:
     oaep_sha256_fallback: bool = False
     #: IVs are drawn from the HSM's RNG in blocks of this many IVs.
     iv_block: int = 1024
+    #: how the backend recovers from an HSM outage (hsm/recovery.py)
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
 
     def __repr__(self) -> str:  # never print the PIN
         return (
             f"Pkcs11Settings(module={self.module!r}, token_label={self.token_label!r}, "
             f"slot_id={self.slot_id})"
         )
+
+
+def _drop_frames(exc: BaseException) -> None:
+    """Free the frames of a failed PKCS#11 call now, while this thread still holds its permit.
+
+    A python-pkcs11 search whose C_FindObjectsInit failed stays "active" and calls
+    C_FindObjectsFinal from `__del__`; kept alive by the traceback (and by the `__context__` of
+    the domain error raised from it), that call would run later, outside any permit — perhaps
+    while the module is being re-initialised, with a session handle that is no longer ours.
+    """
+    exc.__traceback__ = None
 
 
 class _HsmRandomBuffer:
@@ -132,6 +151,13 @@ class Pkcs11Backend:
     def __init__(self, settings: Pkcs11Settings, *, create_kek: bool = False) -> None:
         self.settings = settings
         self.library = Pkcs11Library.load(settings.module)
+        self.health = HsmHealth(
+            settings.token_label or f"slot-{settings.slot_id}",
+            self._recovery_attempt,
+            settings.recovery,
+            probe=self._probe,
+        )
+        self.library.register(self.health)
         self.pool = SessionPool(
             self.library,
             token_label=settings.token_label,
@@ -141,9 +167,9 @@ class Pkcs11Backend:
             checkout_timeout=settings.checkout_timeout,
         )
         self.cache = HandleCache(settings.cache_size)
-        #: KEK label → that KEK as seen from the login session, valid for `_login_generation`
+        #: KEK label → that KEK as seen from the login session, valid for `_login_epoch`
         self._login_keks: dict[str, Any] = {}
-        self._login_generation = -1
+        self._login_epoch = -1
         self.ensure_kek(settings.kek_label, create=create_kek)
         with self.pool.checkout() as pooled:
             self._capabilities = capability_probe.probe(
@@ -151,6 +177,7 @@ class Pkcs11Backend:
             )
         self._check_capabilities()
         self._ivs = _HsmRandomBuffer(self.random, settings.iv_block)
+        self.health.started()
         log.info("HSM capabilities: %s", self._capabilities.as_dict())
         if self._capabilities.oaep_sha256_available and not self._capabilities.rsa_oaep_sha256:
             log.warning(
@@ -265,18 +292,63 @@ class Pkcs11Backend:
 
     def _run(self, operation: str, fn: Callable[[PooledSession], T], *, retry_safe: bool = True) -> T:
         for attempt in (1, 2):
-            with self.pool.checkout() as pooled:
-                try:
-                    return fn(pooled)
-                except pkcs11.PKCS11Error as exc:
-                    recovery = transient_recovery(exc)
-                    if attempt == 2 or recovery is Recovery.NONE or not retry_safe:
-                        raise to_domain(exc, operation) from None
-                    log.warning(
-                        "%s failed (%s): recovering by %s", operation, type(exc).__name__, recovery.value
-                    )
-                    self._recover(recovery, pooled)
+            self.health.admit()
+            failure: BaseException
+            try:
+                with self.pool.checkout() as pooled:
+                    try:
+                        return fn(pooled)
+                    except pkcs11.PKCS11Error as exc:
+                        _drop_frames(exc)
+                        recovery = transient_recovery(exc)
+                        if recovery is Recovery.NONE or (
+                            recovery is Recovery.RETRY and (attempt == 2 or not retry_safe)
+                        ):
+                            if not self._token_gone(pooled, exc):
+                                raise to_domain(exc, operation) from None
+                            recovery = Recovery.REINITIALIZE
+                        elif recovery is not Recovery.REINITIALIZE and attempt == 2:
+                            # replacing the session or reloading handles did not help (the login
+                            # session itself may be dead): rebuild everything
+                            recovery = Recovery.REINITIALIZE
+                        elif recovery is not Recovery.REINITIALIZE and not retry_safe:
+                            self._recover(recovery, pooled)
+                            raise to_domain(exc, operation) from None
+                        if recovery is not Recovery.REINITIALIZE:
+                            log.warning(
+                                "%s failed (%s): recovering by %s",
+                                operation,
+                                type(exc).__name__,
+                                recovery.value,
+                            )
+                            self._recover(recovery, pooled)
+                            continue
+                        failure = exc
+            except pkcs11.PKCS11Error as exc:  # the checkout itself: opening a session, rebuilding
+                _drop_frames(exc)
+                if attempt == 1 and retry_safe and transient_recovery(exc) is Recovery.RETRY:
+                    continue
+                failure = exc
+            # A device-level failure: recovery re-initialises the module, which must not happen
+            # while this call holds a session, so it is reported only after the checkout ended.
+            cause = f"{operation}: {type(failure).__name__}"
+            if not self.health.report_failure(cause):
+                raise to_domain(failure, operation) from None  # still starting: a start-up error
+            if attempt == 2 or not retry_safe or not self.health.wait_up(self.settings.recovery.caller_wait):
+                raise self.health.unavailable(operation) from None
         raise AssertionError("unreachable")
+
+    def _token_gone(self, pooled: PooledSession, exc: BaseException) -> bool:
+        """Would `exc` become a 500? Then first ask whether the token is still there: during an
+        outage SoftHSM2 answers token-object operations with CKR_GENERAL_ERROR, which must be
+        a retryable 503, not an internal error. A token whose master KEK is not visible is gone."""
+        if not isinstance(to_domain(exc, "probe"), InternalError):
+            return False
+        try:
+            pooled.session.get_key(object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label)
+        except pkcs11.PKCS11Error:
+            return True
+        return False
 
     def _recover(self, recovery: Recovery, pooled: PooledSession) -> None:
         if recovery is Recovery.RETRY:
@@ -289,12 +361,38 @@ class Pkcs11Backend:
             with self.pool.login_lock:
                 self._login_keks.clear()
                 self._destroy_cached(self.cache.clear())
-        elif recovery is Recovery.REINITIALIZE:
-            self.pool.replace(pooled)
-            self.library.reinitialize(self.pool.generation)
-            self.pool.rebuild()
-            self.cache.clear()  # the objects died with the old generation
-            self._login_keks.clear()
+
+    def _recovery_attempt(self) -> None:
+        """One attempt of the recovery thread (hsm/recovery.py): re-initialise the module unless
+        a sibling backend already did (or, while siblings serve from it, unless that was done
+        lately), rebuild the pool, log in, and find the master KEK; raises while still down."""
+        library, policy = self.library, self.settings.recovery
+        seen = self.pool.generation
+        if library.generation == seen:
+            siblings_serving = library.healthy_users(self.health) > 0
+            recent = time.monotonic() - library.initialized_at < policy.shared_reinit_interval
+            if not (siblings_serving and recent):
+                library.reinitialize(seen, drain_timeout=policy.drain_timeout)
+        with library.recovery_lock, library.calls():
+            self.pool.rebuild(force=self.pool.generation == seen)
+            with self.pool.login_lock:
+                self.cache.clear()  # their objects died with the old login session: nothing to destroy
+                self._login_keks.clear()
+                self._find_kek(self.pool.login, self.settings.kek_label)
+
+    def _probe(self) -> bool:
+        """Is our master KEK visible from the login session? One C_FindObjects, no state change."""
+        try:
+            with self.library.calls(), self.pool.login_lock:
+                self.pool.login.get_key(object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label)
+        except (pkcs11.PKCS11Error, HsmUnavailable, AttributeError):
+            return False
+        return True
+
+    @property
+    def healthy(self) -> bool:
+        """Serving now (no HSM call: readiness and failover read it often)."""
+        return self.health.healthy
 
     # -- cached use keys -------------------------------------------------------------------------
 
@@ -303,7 +401,7 @@ class Pkcs11Backend:
         so that no eviction destroys the object meanwhile."""
         if ref.wrapped.kind != MaterialKind.AES:
             raise InternalError("only root (AES) key material can be used for envelope encryption")
-        entry = self.cache.acquire(ref.version_id, self.pool.generation) or self._load(ref)
+        entry = self.cache.acquire(ref.version_id, self.pool.epoch) or self._load(ref)
         try:
             obj = pooled.keys.get(entry.load_id)
             if obj is None:
@@ -321,12 +419,12 @@ class Pkcs11Backend:
     def _load(self, ref: KeyRef) -> CachedKey:
         """Unwrap a key version into the login session; return the entry, already acquired."""
         with self.pool.login_lock:
-            entry = self.cache.acquire(ref.version_id, self.pool.generation, count_miss=False)
+            entry = self.cache.acquire(ref.version_id, self.pool.epoch, count_miss=False)
             if entry is not None:
                 return entry
-            if self._login_generation != self.pool.generation:
+            if self._login_epoch != self.pool.epoch:
                 self._login_keks.clear()
-                self._login_generation = self.pool.generation
+                self._login_epoch = self.pool.epoch
             label = ref.wrapped.kek_label
             kek = self._login_keks.get(label)
             if kek is None:
@@ -350,20 +448,31 @@ class Pkcs11Backend:
                     Attribute.UNWRAP: False,
                 },
             )
-            entry = CachedKey(ref.version_id, load_id, obj, self.pool.generation)
+            entry = CachedKey(ref.version_id, load_id, obj, self.pool.epoch)
             self._destroy_cached(self.cache.put_acquired(entry))
             return entry
 
     def _destroy_cached(self, entries: Sequence[CachedKey]) -> None:
-        """Destroy evicted objects; caller holds the login lock (they belong to the login session)."""
+        """Destroy evicted objects; caller holds the login lock (they belong to the login session)
+        and a permit. Objects of an older epoch died with their login session: their handle
+        numbers may belong to new objects now, so they are never passed to the module."""
         for entry in entries:
-            # already gone (re-initialised library, closed session) is fine
+            if entry.epoch != self.pool.epoch:
+                continue
+            # already gone (closed session) is fine
             with contextlib.suppress(pkcs11.PKCS11Error):
                 entry.obj.destroy()
 
     def evict(self, version_ids: Sequence[str]) -> None:
-        with self.pool.login_lock:
-            self._destroy_cached([e for v in version_ids for e in self.cache.pop(v)])
+        doomed: list[CachedKey] = []
+        try:
+            with self.library.calls(), self.pool.login_lock:
+                doomed = [e for v in version_ids for e in self.cache.pop(v)]
+                self._destroy_cached(doomed)
+        except HsmUnavailable:
+            # Re-initialising: the objects die with the module; dropped from the cache either way.
+            for version_id in version_ids:
+                self.cache.pop(version_id)
 
     # -- CryptoBackend: info ---------------------------------------------------------------------
 
@@ -622,6 +731,9 @@ class Pkcs11Backend:
         try:
             return pooled.session.get_key(object_class=ObjectClass.PRIVATE_KEY, id=object_id.encode())
         except pkcs11.NoSuchKey:
+            # Not found because the token is gone for a moment (then the KEK is not visible either:
+            # StaleTokenView, a 503) is not "the import token's key was destroyed" (a 404).
+            self._find_kek(pooled.session, self.settings.kek_label)
             raise NotFound(
                 "the import token's key is no longer on the HSM", reason=Reason.IMPORT_TOKEN_NOT_FOUND
             ) from None
@@ -794,6 +906,11 @@ class Pkcs11Backend:
             wipe(material)
 
     def close(self) -> None:
-        with self.pool.login_lock:
-            self._destroy_cached(self.cache.clear())
-        self.pool.close()
+        self.health.close()
+        try:
+            with self.library.calls():
+                with self.pool.login_lock:
+                    self._destroy_cached(self.cache.clear())
+                self.pool.close()
+        except HsmUnavailable:
+            log.warning("HSM backend closed while the module was being re-initialised")

@@ -26,8 +26,9 @@ class CachedKey:
     version_id: str
     load_id: int
     obj: Any  # the object as seen from the login session that owns it
-    #: the library generation it was loaded in; older entries died with a re-initialisation
-    generation: int = 0
+    #: the session pool's epoch it was loaded in (`SessionPool.epoch`): its object belongs to that
+    #: epoch's login session, and died with it when the pool was rebuilt (re-initialisation)
+    epoch: int = 0
     #: operations using it now; an evicted entry is destroyed only when this reaches zero
     users: int = 0
     retired: bool = False
@@ -64,11 +65,11 @@ class HandleCache:
         self.misses = 0
         self.evictions = 0
 
-    def acquire(self, version_id: str, generation: int, *, count_miss: bool = True) -> CachedKey | None:
+    def acquire(self, version_id: str, epoch: int, *, count_miss: bool = True) -> CachedKey | None:
         """Take a reference on the cached entry; `count_miss=False` for a loader's double-check."""
         with self._lock:
             entry = self._entries.get(version_id)
-            if entry is None or entry.generation != generation:
+            if entry is None or entry.epoch != epoch:
                 self.misses += count_miss
                 return None
             self._entries.move_to_end(version_id)
@@ -76,10 +77,10 @@ class HandleCache:
             self.hits += 1
             return entry
 
-    def peek(self, version_id: str, generation: int) -> CachedKey | None:
+    def peek(self, version_id: str, epoch: int) -> CachedKey | None:
         with self._lock:
             entry = self._entries.get(version_id)
-            return entry if entry is not None and entry.generation == generation else None
+            return entry if entry is not None and entry.epoch == epoch else None
 
     def _retire(self, entry: CachedKey) -> bool:
         entry.retired = True

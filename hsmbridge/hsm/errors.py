@@ -45,10 +45,15 @@ _OBJECT_STALE = (
     p11.WrappingKeyHandleInvalid,
     p11.UnwrappingKeyHandleInvalid,
 )
+#: The device, the token or the library is gone or was reset: only a re-initialisation (and a
+#: new login) helps, and the HSM's recovery thread retries that until it does (hsm/recovery.py).
+#: NoSuchToken / TokenNotRecognised come from looking the token up again while it is absent.
 _DEVICE_DEAD = (
     p11.DeviceError,
     p11.DeviceRemoved,
     p11.TokenNotPresent,
+    p11.TokenNotRecognised,
+    p11.NoSuchToken,
     p11.UserNotLoggedIn,
     p11.DeviceMemory,
 )

@@ -17,6 +17,23 @@ initialised by us, the 8-thread stress run is clean).
 
 One loaded module per path per process: `Pkcs11Library.load()` returns a shared instance, because
 `C_Finalize` on one copy would finalise the others too.
+
+**No call inside the module while it is finalised.** `C_Finalize` while another thread is inside a
+PKCS#11 call frees what that call is using: the daemon died with SIGSEGV in 2 of 2 runs that
+re-initialised under load (issue 15). So every call from the serving path holds a *permit*
+(`calls()`, taken by the session pool's checkout), and `reinitialize` first *fences* (new permits
+are refused at once with `HsmUnavailable`, so callers fail fast instead of queueing), then
+*drains* (waits until no permit is held), and only then calls `C_Finalize`/`C_Initialize`. A drain
+that does not finish in time aborts the attempt without finalising: a call stuck inside the
+module (a hung network HSM) is never pulled out from under. The backend's recovery
+(hsm/recovery.py) retries, and reports itself wedged if that keeps happening.
+
+**Shared by every backend on the same module path.** Two backends on one module (two tokens or
+slots of one HSM, hsm/group.py) share one `C_Initialize`: re-initialising for one of them kills
+the other's sessions and handles too. Each backend compares `generation` to notice it and
+rebuilds on its next checkout; `recovery_lock` keeps their recoveries from interleaving, and
+`healthy_users()` lets a backend whose own token is gone hold back from re-initialising a module
+its healthy siblings are serving from (see hsm/recovery.py).
 """
 
 from __future__ import annotations
@@ -25,7 +42,10 @@ import ctypes
 import logging
 import threading
 import time
-from typing import ClassVar
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import pkcs11
 
@@ -37,6 +57,10 @@ CKR_OK = 0x0
 CKR_CRYPTOKI_NOT_INITIALIZED = 0x190
 CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191
 CKF_OS_LOCKING_OK = 0x2
+
+#: Metadata key of `HsmUnavailable`: whole seconds after which a retry makes sense; the REST and
+#: gRPC boundaries send it as `Retry-After` / in `ErrorInfo.metadata`.
+RETRY_AFTER = "retry_after"
 
 _CK_RV = ctypes.c_ulong
 _C_Initialize = ctypes.CFUNCTYPE(_CK_RV, ctypes.c_void_p)
@@ -68,6 +92,10 @@ class _CK_C_INITIALIZE_ARGS(ctypes.Structure):
     ]
 
 
+class DrainTimeout(HsmUnavailable):
+    """Calls stayed inside the module too long to re-initialise it safely."""
+
+
 class Pkcs11Library:
     """A loaded, OS-locking-initialised PKCS#11 module, shared per path within the process.
 
@@ -94,7 +122,16 @@ class Pkcs11Library:
             raise HsmUnavailable(f"C_GetFunctionList failed with CKR 0x{rv:x}")
         self._functions = functions.contents
         self._module = module  # keep the handle alive as long as the function pointers
-        self._lock = threading.Lock()
+        #: one re-initialisation (and the rebuild after it) at a time, whichever backend asks
+        self.recovery_lock = threading.RLock()
+        self._gate = threading.Condition(threading.Lock())
+        self._in_flight = 0
+        self._fenced = False
+        self._initialized = False
+        #: time.monotonic() of the last successful C_Initialize
+        self.initialized_at = 0.0
+        #: the backends' health states on this module (weak: a closed backend drops out)
+        self._users: weakref.WeakSet[Any] = weakref.WeakSet()
         self.generation = 0
         self._finalize()
         self._initialize_with_locking()
@@ -108,6 +145,7 @@ class Pkcs11Library:
             return instance
 
     def _finalize(self) -> None:
+        self._initialized = False
         rv = self._functions.C_Finalize(None)
         if rv not in (CKR_OK, CKR_CRYPTOKI_NOT_INITIALIZED):
             log.warning("C_Finalize returned CKR 0x%x", rv)
@@ -117,6 +155,8 @@ class Pkcs11Library:
         rv = self._functions.C_Initialize(ctypes.byref(args))
         if rv != CKR_OK:
             raise HsmUnavailable(f"C_Initialize with CKF_OS_LOCKING_OK failed with CKR 0x{rv:x}")
+        self._initialized = True
+        self.initialized_at = time.monotonic()
         self.generation += 1
         log.info(
             "PKCS#11 module %s initialised with CKF_OS_LOCKING_OK (generation %d)", self.path, self.generation
@@ -130,28 +170,65 @@ class Pkcs11Library:
         args = _CK_C_INITIALIZE_ARGS(None, None, None, None, CKF_OS_LOCKING_OK, None)
         return bool(self._functions.C_Initialize(ctypes.byref(args)) == CKR_CRYPTOKI_ALREADY_INITIALIZED)
 
-    def reinitialize(self, seen_generation: int, *, attempts: int = 5, first_delay: float = 0.1) -> int:
-        """Finalise and initialise again after a device-level failure, with backoff.
+    # -- permits, fence and drain -------------------------------------------------------------------
 
-        Many threads may hit the same dead device at once: only the first one whose
-        `seen_generation` is current does the work, the others return the new generation.
+    @contextmanager
+    def calls(self) -> Iterator[None]:
+        """Hold a permit to call into the module; refused at once while it is re-initialised."""
+        with self._gate:
+            if self._fenced:
+                raise HsmUnavailable(
+                    "the HSM is being re-initialised; retry shortly", metadata={RETRY_AFTER: "1"}
+                )
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._gate:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._gate.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def register(self, user: Any) -> None:
+        """Count `user` (a backend's `HsmHealth`, hsm/recovery.py) among this module's."""
+        self._users.add(user)
+
+    def healthy_users(self, besides: Any) -> int:
+        """How many other backends on this module are serving now (each confirms with a probe)."""
+        return sum(1 for user in list(self._users) if user is not besides and user.confirm())
+
+    def reinitialize(self, seen_generation: int, *, drain_timeout: float) -> int:
+        """One fenced, drained `C_Finalize` + `C_Initialize`; returns the new generation.
+
+        Many threads or backends may see the same dead device: a caller whose `seen_generation` is
+        no longer current finds the work done and gets the new generation. Raises `DrainTimeout`
+        (nothing finalised) when in-flight calls do not leave within `drain_timeout`, and
+        `HsmUnavailable` when `C_Initialize` fails (the module stays fenced: nothing may call into
+        an uninitialised module; the next attempt tries again).
         """
-        with self._lock:
-            if self.generation != seen_generation:
+        with self.recovery_lock:
+            if self.generation != seen_generation and self._initialized:
                 return self.generation
-            delay = first_delay
-            for attempt in range(1, attempts + 1):
+            with self._gate:
+                self._fenced = True
+                drained = self._gate.wait_for(lambda: self._in_flight == 0, drain_timeout)
+                if not drained:
+                    self._fenced = not self._initialized
+                    raise DrainTimeout(
+                        f"{self._in_flight} PKCS#11 call(s) still inside the module after "
+                        f"{drain_timeout:.1f}s; not re-initialising under them"
+                    )
+            try:
                 self._finalize()
-                try:
-                    self._initialize_with_locking()
-                    return self.generation
-                except HsmUnavailable:
-                    log.warning("PKCS#11 re-initialisation attempt %d/%d failed", attempt, attempts)
-                    if attempt == attempts:
-                        raise
-                    time.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-        raise AssertionError("unreachable")
+                self._initialize_with_locking()
+            finally:
+                with self._gate:
+                    self._fenced = not self._initialized
+            return self.generation
 
     def finalize_behind_our_back(self) -> None:
         """Test hook: simulate another component finalising the module."""

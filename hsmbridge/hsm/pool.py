@@ -11,7 +11,19 @@ as long as the process serves. Calls on it are serialised by `login_lock` (PKCS#
 concurrent operations on one session).
 
 After the library is re-initialised (`Pkcs11Library.generation` moved on), every handle is dead:
-the next checkout rebuilds the pool.
+the next checkout (or the backend's recovery, hsm/recovery.py) rebuilds the pool. A dead handle
+is never passed to the module again: after `C_Initialize` SoftHSM2 hands out handle numbers from
+1 again, so "closing" a session of an older generation could close somebody's new one. Each
+rebuild starts a new `epoch`; what was opened in an older epoch is dropped, and closed only when
+its generation is still the module's.
+
+Every checkout holds a permit on the library (`Pkcs11Library.calls`): that is what lets a
+re-initialisation fence new calls and drain the ones in flight before `C_Finalize`.
+
+Start-up retries SoftHSM2's concurrent-open race: two processes opening one token at the same
+moment (`serve --workers N`) can get CKR_GENERAL_ERROR from C_GetTokenInfo / C_OpenSession
+(../shared/PITFALLS.md). `_opening` retries that with a short bounded backoff (`OPEN_ATTEMPTS`)
+before the error counts.
 """
 
 from __future__ import annotations
@@ -19,10 +31,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pkcs11
 from pkcs11 import exceptions as p11
@@ -32,6 +44,12 @@ from hsmbridge.hsm.library import Pkcs11Library
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
+#: attempts and first delay for the token-open race (0.05 s doubling: ≈3 s in all)
+OPEN_ATTEMPTS = 7
+OPEN_FIRST_DELAY = 0.05
+
 
 @dataclass(eq=False)
 class PooledSession:
@@ -39,6 +57,8 @@ class PooledSession:
 
     session: Any
     generation: int
+    #: the pool's rebuild count when it was opened; an older one is dropped on release
+    epoch: int = 0
     #: cached-key load id → that key's object as seen from this session
     keys: dict[int, Any] = field(default_factory=dict)
     #: KEK label → that KEK as seen from this session (more than one while the master KEK rotates)
@@ -86,10 +106,27 @@ class SessionPool:
         self._rebuilds = 0
         self._closed = False
         self.login_lock = threading.RLock()
-        self.token = self._find_token()
         self.generation = library.generation
+        self.epoch = 0
         self.login: Any = None
-        self._open_login()
+        with library.calls():
+            self.token = self._opening(self._find_token)
+            self._opening(self._open_login)
+
+    @staticmethod
+    def _opening(fn: Callable[[], T]) -> T:
+        """`fn()`, retrying CKR_GENERAL_ERROR (the concurrent-open race) with a bounded backoff."""
+        delay = OPEN_FIRST_DELAY
+        for attempt in range(1, OPEN_ATTEMPTS + 1):
+            try:
+                return fn()
+            except p11.GeneralError:
+                if attempt == OPEN_ATTEMPTS:
+                    raise
+                log.info("opening the token raced another process (CKR_GENERAL_ERROR); retrying")
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     # -- token and login -----------------------------------------------------------------------
 
@@ -128,15 +165,16 @@ class SessionPool:
 
     @contextmanager
     def checkout(self, timeout: float | None = None) -> Iterator[PooledSession]:
-        pooled = self._acquire(self.checkout_timeout if timeout is None else timeout)
-        try:
-            yield pooled
-        finally:
-            self._release(pooled)
+        with self._library.calls():
+            pooled = self._acquire(self.checkout_timeout if timeout is None else timeout)
+            try:
+                yield pooled
+            finally:
+                self._release(pooled)
 
     def _acquire(self, timeout: float) -> PooledSession:
-        if self._library.generation != self.generation:
-            self.rebuild()
+        if self._library.generation != self.generation or self.login is None:
+            self.rebuild(force=self.login is None)
         with self._cond:
             if self._closed:
                 raise HsmUnavailable("the HSM session pool is closed")
@@ -160,8 +198,9 @@ class SessionPool:
                 return pooled
             self._open += 1
             self._in_use += 1
+            generation, epoch = self.generation, self.epoch
         try:
-            return PooledSession(self.token.open(rw=True), self.generation)
+            return PooledSession(self.token.open(rw=True), generation, epoch)
         except BaseException:
             with self._cond:
                 self._open -= 1
@@ -170,15 +209,15 @@ class SessionPool:
             raise
 
     def _release(self, pooled: PooledSession) -> None:
-        stale = pooled.broken or pooled.generation != self.generation
         with self._cond:
+            stale = pooled.broken or pooled.epoch != self.epoch
             self._in_use -= 1
             if stale or self._closed:
                 self._open -= 1
             else:
                 self._idle.append(pooled)
             self._cond.notify()
-        if stale:
+        if (stale or self._closed) and pooled.generation == self._library.generation:
             self._close_quietly(pooled.session)
 
     def replace(self, pooled: PooledSession) -> None:
@@ -186,20 +225,35 @@ class SessionPool:
         pooled.broken = True
         self._replaced += 1
 
-    def rebuild(self) -> None:
-        """All handles died with the library: drop every idle session and log in again."""
+    def rebuild(self, *, force: bool = False) -> None:
+        """Drop every session and log in again: after a re-initialisation all handles are dead.
+
+        `force` rebuilds even when the module was not re-initialised (the recovery of a token
+        that came back on a module shared with healthy siblings): the old sessions of this
+        generation are closed, the login session last, then a new login is opened. The caller
+        holds a permit (`Pkcs11Library.calls`).
+        """
         with self.login_lock:
-            if self._library.generation == self.generation:
+            generation = self._library.generation
+            if generation == self.generation and not force:
                 return
             with self._cond:
                 idle, self._idle = self._idle, []
                 self._open -= len(idle)
-                self.generation = self._library.generation
+                same_generation = generation == self.generation
+                self.generation = generation
+                self.epoch += 1
             self._rebuilds += 1
-            # The old sessions are gone with the old generation; closing them would only error.
+            if same_generation:
+                for pooled in idle:
+                    self._close_quietly(pooled.session)
+                if self.login is not None:
+                    self._close_quietly(self.login)
+            # Sessions of an older generation died with it: closing them would pass dead handles.
+            self.login = None
             self.token = self._find_token()
             self._open_login()
-            log.warning("HSM session pool rebuilt after re-initialisation (generation %d)", self.generation)
+            log.warning("HSM session pool rebuilt (generation %d, epoch %d)", self.generation, self.epoch)
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -228,7 +282,8 @@ class SessionPool:
             self._open -= len(idle)
             self._cond.notify_all()
         for pooled in idle:
-            self._close_quietly(pooled.session)
+            if pooled.generation == self._library.generation:
+                self._close_quietly(pooled.session)
         with self.login_lock:
             # A login session we did not log in with was opened without a PIN: python-pkcs11
             # closes it without C_Logout, so the pool that owns the login keeps it.
