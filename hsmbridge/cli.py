@@ -348,18 +348,19 @@ def cmd_health(args: argparse.Namespace) -> int:
     if not target:
         print("hsmbridge health: give --socket PATH or --address HOST:PORT", file=sys.stderr)
         return 2
+    # --live asks the `liveness` service: NOT_SERVING only while HSM recovery is wedged
+    service = args.service or ("liveness" if args.live else "")
     try:
         with grpc.insecure_channel(target) as channel:
             response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+                health_pb2.HealthCheckRequest(service=service), timeout=args.timeout
             )
     except grpc.RpcError as err:
         print(f"hsmbridge health: {err.code().name}", file=sys.stderr)
         return 2
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(status)
-    if args.live:
-        return 0  # any answer: the process is alive (an HSM outage makes it unready, not dead)
+    # An HSM outage makes the daemon unready but still live: it recovers by itself.
     return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
@@ -428,7 +429,7 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--address", help="HOST:PORT of the daemon's gRPC (or health) listener")
     probe.add_argument("--service", default="", help="health service name (default: the whole server)")
     probe.add_argument("--timeout", type=float, default=3.0)
-    probe.add_argument("--live", action="store_true", help="liveness: any answer means alive")
+    probe.add_argument("--live", action="store_true", help="liveness: fails only when HSM recovery is wedged")
     probe.set_defaults(func=cmd_health)
     from hsmbridge import ops  # the operator CLI over gRPC: keys, wrap, unwrap, import-token, rewrap
 

@@ -187,10 +187,12 @@ def bind_grpc(server: Any, config: Config) -> str:
 
 
 def check_ready(services: Services) -> bool:
-    """Readiness: the store answers, the HSM answers on a session, and the master KEK is there.
-    Liveness is separate (the ``liveness`` health service answers while the loop runs), so an
-    HSM outage makes a pod unready instead of getting it restarted."""
+    """Readiness: the HSM is not recovering from an outage, the store answers, the HSM answers on
+    a session, and the master KEK is there. Liveness is separate (`check_live`), so an HSM outage
+    makes a pod unready instead of getting it restarted."""
     backend: Any = services.backend
+    if not getattr(backend, "healthy", True):
+        return False  # recovering (hsm/recovery.py): no HSM call needed to know
     try:
         services.store.ping()
         backend.random(1)
@@ -201,8 +203,20 @@ def check_ready(services: Services) -> bool:
     return True
 
 
+def check_live(services: Services) -> bool:
+    """Liveness fails only when the HSM's recovery is wedged: it has not completed an attempt
+    for `RecoveryPolicy.wedged_after` seconds (a PKCS#11 call stuck inside the module blocks the
+    re-initialisation, or the recovery thread died). An HSM that is merely down is not that:
+    recovery keeps trying and the daemon serves again by itself once the HSM is back, so a
+    restart would only add a cold start. See docs/operating.md."""
+    health = getattr(services.backend, "health", None)
+    return not (health is not None and health.wedged)
+
+
 async def _watch_readiness(services: Services, health: Any, interval: float) -> None:
-    serving = True
+    from grpc_health.v1 import health_pb2
+
+    serving = live = True
     while True:
         await asyncio.sleep(interval)
         ready = await asyncio.to_thread(check_ready, services)
@@ -210,6 +224,16 @@ async def _watch_readiness(services: Services, health: Any, interval: float) -> 
             serving = ready
             log.warning("readiness: %s", "SERVING" if ready else "NOT_SERVING")
             await mark_serving(health, ready)
+        alive = check_live(services)
+        if alive != live:
+            live = alive
+            log.error("liveness: %s", "SERVING" if alive else "NOT_SERVING (HSM recovery is wedged)")
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if alive
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            await health.set("liveness", status)
 
 
 async def _start_health_listener(health: Any, config: Config) -> Any:

@@ -31,6 +31,7 @@ from hsmbridge.rest.errors import (
     REASON_TABLE,
     TOO_MANY_REQUESTS_MSG,
     UNAUTHORIZED_MSG,
+    UNAVAILABLE_MSG,
     Operation,
     Operations,
     bad_body,
@@ -331,6 +332,9 @@ def test_hsm_unavailable_is_a_retryable_503() -> None:
     message = only_resource(body)["errorMsg"]
     assert message.startswith("Service Unavailable: ")
     assert "CKR" not in message
+    (reason,) = only_resource(body)["reasons"]  # machine-readable: an outage, not a bug
+    assert (reason["code"], reason["status"]) == ("HSM_UNAVAILABLE_ERR", 503)
+    assert "CKR" not in reason["message"]
 
 
 def test_unsupported_is_a_non_retryable_501() -> None:
@@ -490,5 +494,8 @@ def test_every_domain_error_renders_a_well_formed_body(
         assert entry["status"] == status
         assert entry["moreInfo"] == MORE_INFO
         assert entry.get("target", {"type": "field"})["type"] in ("field", "param", "path_param")
-    if status in (401, 429, 500, 503):
+    if status in (401, 429, 500):
         assert set(resource) == {"errorMsg"}
+    if status == 503:  # the fixed errorMsg, at most one machine-readable reason from the table
+        assert resource["errorMsg"] == UNAVAILABLE_MSG
+        assert len(resource.get("reasons", [])) <= 1

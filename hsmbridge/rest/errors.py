@@ -251,7 +251,14 @@ REASON_TABLE: Mapping[Reason, ReasonSpec] = {
     Reason.PERMISSION_DENIED: _fixed(401, UNAUTHORIZED_MSG),
     Reason.RATE_LIMITED: _fixed(429, TOO_MANY_REQUESTS_MSG),
     Reason.RESOURCE_EXHAUSTED: _fixed(429, TOO_MANY_REQUESTS_MSG),
-    Reason.HSM_UNAVAILABLE: _fixed(503, UNAVAILABLE_MSG),
+    # A fixed errorMsg like every 5xx, plus one machine-readable reason (and `Retry-After`, set in
+    # rest/context.py): clients and operators can tell an HSM outage from a bug without prose.
+    Reason.HSM_UNAVAILABLE: ReasonSpec(
+        503,
+        "HSM_UNAVAILABLE_ERR",
+        "The HSM is temporarily unavailable. Retry after the interval in the Retry-After header.",
+        fixed_error_msg=UNAVAILABLE_MSG,
+    ),
     # 501, not 500: the Go SDK retries every 5xx except 501, and retrying cannot help here.
     Reason.UNSUPPORTED: _s(501, None, detail=Detail.ERROR_MSG),
     Reason.INTERNAL: _fixed(500, INTERNAL_ERROR_MSG),
@@ -307,7 +314,12 @@ def to_http_error(exc: BaseException, operation: Operation) -> HttpError:
     """``(exception, operation) -> (status, body)``; the only place errors get a wire shape."""
     spec = spec_for(exc, operation)
     if spec.fixed_error_msg is not None or not isinstance(exc, HsmBridgeError):
-        return HttpError(spec.status, error_body(spec.fixed_error_msg or INTERNAL_ERROR_MSG))
+        fixed_reasons = None
+        if spec.code is not None and isinstance(exc, HsmBridgeError):  # the table's text, never exc's
+            fixed_reasons = [
+                {"code": spec.code, "message": spec.message, "status": spec.status, "moreInfo": MORE_INFO}
+            ]
+        return HttpError(spec.status, error_body(spec.fixed_error_msg or INTERNAL_ERROR_MSG, fixed_reasons))
 
     domain_message = (exc.message or "").strip()
     target_type = exc.metadata.get(TARGET_TYPE, "field")
