@@ -428,8 +428,8 @@ async def _rotate_due_keys(scheduler: Any, interval: float) -> None:
 class WorkerRole:
     """How a worker process started by the supervisor (hsmbridge/supervisor.py) differs from a
     stand-alone daemon: it reports readiness as one JSON line on `ready_fd` instead of printing
-    the listen lines, stops when the supervisor's `lifeline_fd` pipe closes (the supervisor died),
-    and owns import-keypair pool slot `index` of `count`."""
+    the listen lines, and stops when the supervisor's `lifeline_fd` pipe closes (the supervisor
+    died). `index` of `count` names it in logs and metrics."""
 
     index: int
     count: int
@@ -448,17 +448,15 @@ def start_metrics_http(metrics: Metrics, config: Config) -> tuple[Any, str]:
         raise InvalidInput(f"cannot listen on {config.metrics.listen} for metrics: {detail}") from None
 
 
-def _attach_keypair_pool(services: Services, config: Config, role: WorkerRole | None) -> Any:
+def _attach_keypair_pool(services: Services, config: Config) -> Any:
+    """Each process's pool has its own owner id and lease (core/keypair_pool.py), so workers,
+    daemons and replicas on one token never destroy each other's keypairs."""
     from hsmbridge.core.keypair_pool import KeypairPool
 
     if config.hsm.import_key_pool_size <= 0:
         return None
     pool = KeypairPool(
-        services.backend,
-        size=config.hsm.import_key_pool_size,
-        bits=config.hsm.import_key_pool_bits,
-        worker=role.index if role else 0,
-        workers=role.count if role else 1,
+        services.backend, size=config.hsm.import_key_pool_size, bits=config.hsm.import_key_pool_bits
     )
     services.import_tokens.attach_pool(pool)
     return pool
@@ -508,7 +506,7 @@ async def serve(
     try:
         if metrics is not None:
             metrics.watch_backend(services.backend)
-        pool = await asyncio.to_thread(_attach_keypair_pool, services, config, role)
+        pool = await asyncio.to_thread(_attach_keypair_pool, services, config)
         if pool is not None and metrics is not None:
             metrics.watch_keypair_pool(pool)
         interceptors = [MetricsInterceptor(metrics)] if metrics is not None else []

@@ -66,18 +66,21 @@ class ImportTokenService:
         self.pool: KeypairPool | None = None
 
     def attach_pool(self, pool: KeypairPool) -> None:
-        """Serve `create` from `pool`: first destroy the unused pooled keypairs a previous process
-        of this worker slot left on the token (those no stored token refers to), then start the
-        background refill."""
-        far_future = self._clock.now() + timedelta(days=365 * 100)
-        in_use = [t.hsm_object_id for t in self._store.list_import_tokens_expired_before(far_future)]
-        # Bound import parameters (core/external_keys.py) hold pooled keypairs too.
-        with self._store.transaction() as tx:
-            bound = tx.external.list_import_parameters_expired(far_future)
-        in_use += [p.hsm_object_id for p in bound if not p.used]
-        pool.destroy_orphans(in_use)
+        """Serve `create` from `pool`: first destroy the unused pooled keypairs whose owner is
+        provably gone (and that no stored token refers to), then start the background refill
+        and the pool's lease; the pool sweeps again now and then (core/keypair_pool.py)."""
+
+        def in_use() -> list[str]:
+            far_future = self._clock.now() + timedelta(days=365 * 100)
+            ids = [t.hsm_object_id for t in self._store.list_import_tokens_expired_before(far_future)]
+            # Bound import parameters (core/external_keys.py) hold pooled keypairs too.
+            with self._store.transaction() as tx:
+                bound = tx.external.list_import_parameters_expired(far_future)
+            return ids + [p.hsm_object_id for p in bound if not p.used]
+
+        pool.destroy_orphans(in_use())
         self.pool = pool
-        pool.start()
+        pool.start(in_use)
 
     def close(self) -> None:
         """Stop the pool (destroying its unused keypairs); call before the backend closes."""

@@ -3,38 +3,70 @@ milliseconds instead of the ≈1 s an RSA-4096 keygen costs on SoftHSM2.
 
 Shape and why:
 
-- **Per worker process.** Each worker owns its pool (size `hsm.import_key_pool_size`, default 2)
-  and refills it from one background thread: keygen releases the GIL, and a pool shared across
-  processes would need a cross-process hand-off for a few keypairs. With N workers the token holds
-  up to N × size unused keypairs; an import token created in one worker is used by any worker
-  afterwards (the private key is a token object found by its id).
-- **Recognisable on the token.** Pooled keypairs get the object id `pool-w<index>-<hex>` (so the
-  label `hsmbridge-import-pool-w<index>-<hex>`). When a keypair is taken, its id becomes the import
-  token's `hsm_object_id`, so from then on it is an import keypair like any other and is destroyed
-  when the token is replaced or expires (`ImportTokenService.sweep_expired`).
-- **Restarts.** A worker that died left its unused pooled keypairs behind. At start-up the pool
-  finds the keypairs of its own slot (`w<index>`; worker 0 also claims slots at or beyond the
-  current worker count, left by a larger configuration), keeps those a stored import token refers
-  to and destroys the rest. Slots keep workers from destroying each other's live pools. One daemon
-  per token is assumed (as for the store).
-- **Shutdown.** `close()` stops the refill thread (waiting for a keygen in flight) and destroys
-  every unused keypair, so a graceful stop leaves no pool objects on the token.
+- **Per process.** Each serving process (each worker) owns its pool (size
+  `hsm.import_key_pool_size`, default 2) and refills it from one background thread: keygen
+  releases the GIL, and a pool shared across processes would need a cross-process hand-off for a
+  few keypairs. An import token created in one process is used by any process afterwards (the
+  private key is a token object found by its id).
+- **Owned, by a process, not a slot.** A pool draws an owner id unique to its process when it is
+  built (`new_owner`) and names its keypairs `pool-o<owner>-<hex>` (label
+  `hsmbridge-import-pool-o<owner>-<hex>`). Worker slots (the scheme before) are not unique:
+  a second daemon on the same token, a replica on another host, or a restarted worker all have
+  "worker 0", and one of them destroyed the live daemon's pool at start-up (issue 15).
+- **Taken = claimed.** When a keypair is handed to an import token it is relabelled
+  `hsmbridge-import-token-…` (`claim_import_keypair`; its CKA_ID, the token's `hsm_object_id`,
+  stays). From then on it is an import keypair like any other, destroyed when its token is
+  replaced or expires (`ImportTokenService.sweep_expired`), and no pool cleanup of any process
+  can mistake it for an unused pooled keypair — whichever store that process reads.
+- **"Provably gone" is a lease on the token.** An owner keeps a lease: a private data object on
+  the token whose label carries an expiry in wall-clock seconds (`LEASE_SECONDS` = 120 s ahead),
+  renewed every `RENEW_EVERY` (30 s) by a small thread, and written *before* the owner's first
+  keypair exists. The token is what every process sharing keypairs shares — two daemons with
+  their own SQLite stores on one token, replicas on several hosts in front of one network HSM —
+  so the lease holds across hosts without any other coordination. A cleaner (every pool, at
+  start-up and every `SWEEP_EVERY`) destroys a pooled keypair only when:
+  1. its owner is not the cleaner itself, and
+  2. the owner has no lease, or its lease expired more than `CLOCK_SKEW` (60 s) ago by the
+     cleaner's clock (so hosts whose clocks disagree by less than that never misjudge), and
+  3. no import token in the cleaner's store refers to it (a belt to the claim's braces).
+  An owner id also names its host-and-pid-namespace scope, pid and process start time
+  (`new_owner`): a cleaner in the same scope knows at once that an owner whose pid is free, or
+  taken by a younger process, is gone (`locally_gone`) — so the worker the supervisor restarts
+  after a `kill -9` destroys its predecessor's unused keypairs at start-up, without waiting for
+  the lease. Other hosts and containers (another pid namespace) wait for the lease.
+  The cleaner lists keypairs *before* it reads leases, so a keypair it saw was made while its
+  owner's lease existed. An owner hands out pooled keypairs only while its lease has at least
+  `HAND_OUT_MARGIN` (30 s) to run by its own clock; an owner that could not renew in time (an HSM
+  outage longer than that) stops handing out, and when it renews after its lease lapsed (or finds
+  it removed) it destroys its ready keypairs and starts over: a cleaner may have judged it gone.
+  Expired leases whose keypairs are all gone are removed by the cleaner.
+- **Keypairs from before owners** (`pool-w<slot>-…`) are never destroyed by this code: nothing
+  proves their owner gone (an older version may still run on the token during an upgrade).
+- **Shutdown.** `close()` stops the threads (waiting for a keygen in flight), destroys every
+  unused keypair and then releases the lease, so a graceful stop leaves no pool objects behind.
 - **Refill after a pause.** The refill starts `refill_delay` (0.25 s) after the last take, so the
   request that took a keypair finishes before a ≈1 s keygen competes with it for the CPU and the
   token (measured: creation p90 18 → 9 ms, max 58 → 11–36 ms with two workers).
 - **Ageing.** A keypair older than `max_age` is destroyed rather than handed out, so a pool that is
   rarely used does not hand out keys generated long ago.
+
+Backends without leases (the unit tests' fake) get a pool that never sweeps and always hands out.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
+import os
+import secrets
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from hsmbridge.core.backend import CryptoBackend
 from hsmbridge.errors import HsmBridgeError
@@ -42,11 +74,66 @@ from hsmbridge.errors import HsmBridgeError
 log = logging.getLogger(__name__)
 
 POOL_ID_PREFIX = "pool-"
+#: `pool-o<owner>-<hex>`; the scheme before owners was `pool-w<slot>-<hex>`
+OWNER_MARK = "o"
 DEFAULT_MAX_AGE = 24 * 3600.0
+LEASE_SECONDS = 120.0
+RENEW_EVERY = 30.0
+CLOCK_SKEW = 60.0
+HAND_OUT_MARGIN = 30.0
+SWEEP_EVERY = 600.0
 
 
-def slot_prefix(worker: int) -> str:
-    return f"{POOL_ID_PREFIX}w{worker}-"
+def _proc_start(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of process `pid` in this pid namespace, or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+@functools.cache
+def _local_scope() -> str | None:
+    """This boot of this host and this pid namespace, hashed: two processes with the same scope
+    can check each other's pids in /proc. None where there is no /proc (then leases alone)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return hashlib.sha256(f"{boot} {namespace}".encode()).hexdigest()[:12]
+
+
+def new_owner() -> str:
+    """`<scope>.<pid>.<start>.<random>`: unique per process, and checkable by any process of the
+    same host and pid namespace (`locally_gone`); random alone where /proc is missing."""
+    scope, start = _local_scope(), _proc_start(os.getpid())
+    if scope is None or start is None:
+        return secrets.token_hex(8)
+    return f"{scope}.{os.getpid()}.{start}.{secrets.token_hex(3)}"
+
+
+def locally_gone(owner: str) -> bool:
+    """True when `owner` names a process of this host and pid namespace that no longer runs (its
+    pid is free or belongs to a process started at another time): gone now, no lease needed."""
+    parts = owner.split(".")
+    if len(parts) != 4 or parts[0] != _local_scope() or not (parts[1].isdigit() and parts[2].isdigit()):
+        return False
+    return _proc_start(int(parts[1])) != int(parts[2])
+
+
+def owner_prefix(owner: str) -> str:
+    return f"{POOL_ID_PREFIX}{OWNER_MARK}{owner}-"
+
+
+def owner_of(object_id: str) -> str | None:
+    """The owner named by a pooled keypair's id; None for ids of the scheme before owners."""
+    if not object_id.startswith(POOL_ID_PREFIX + OWNER_MARK):
+        return None
+    owner, sep, rest = object_id[len(POOL_ID_PREFIX) + 1 :].partition("-")
+    return owner if sep and rest and owner else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +155,7 @@ class PoolStats:
 
 
 class KeypairPool:
-    """Pre-generated import keypairs of one size for one worker; see the module docstring."""
+    """Pre-generated import keypairs of one size for one process; see the module docstring."""
 
     def __init__(
         self,
@@ -76,73 +163,132 @@ class KeypairPool:
         *,
         size: int,
         bits: int = 4096,
-        worker: int = 0,
-        workers: int = 1,
+        owner: str | None = None,
         max_age: float = DEFAULT_MAX_AGE,
         retry_delay: float = 5.0,
         refill_delay: float = 0.25,
+        lease_seconds: float = LEASE_SECONDS,
+        renew_every: float = RENEW_EVERY,
+        sweep_every: float = SWEEP_EVERY,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._backend = backend
         self.size = size
         self.bits = bits
-        self.worker = worker
-        self.workers = max(workers, 1)
+        self.owner = owner or new_owner()
         self.max_age = max_age
         self._retry_delay = retry_delay
         self._refill_delay = refill_delay
+        self._lease_seconds = lease_seconds
+        self._renew_every = renew_every
+        self._sweep_every = sweep_every
         self._last_take_wall = float("-inf")
         self._clock = clock
+        self._wall = wall_clock
+        self._leased = hasattr(backend, "renew_pool_lease")
+        #: wall-clock expiry of the lease last written (0: none yet)
+        self._lease_expires = 0.0
+        self._in_use: Callable[[], Iterable[str]] = lambda: ()
         self._ready: deque[PooledKeypair] = deque()
         self._cond = threading.Condition()
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._taken = 0
         self._misses = 0
         self._generated = 0
         self._orphans_destroyed = 0
 
-    # -- start-up ----------------------------------------------------------------------------------
+    # -- ownership -----------------------------------------------------------------------------------
 
     def owns(self, object_id: str) -> bool:
-        """Whether a pool keypair with this id belongs to this worker's slot (see the docstring)."""
-        if not object_id.startswith(POOL_ID_PREFIX + "w"):
-            return False
-        slot = object_id[len(POOL_ID_PREFIX) + 1 :].partition("-")[0]
-        if not slot.isdigit():
-            return self.worker == 0  # malformed: someone has to clean it up
-        index = int(slot)
-        return index == self.worker or (self.worker == 0 and index >= self.workers)
+        return owner_of(object_id) == self.owner
+
+    def _lease_valid(self) -> bool:
+        return not self._leased or self._wall() < self._lease_expires - HAND_OUT_MARGIN
+
+    def renew(self) -> None:
+        """Write the lease `lease_seconds` ahead. If it had lapsed (or a cleaner removed it),
+        the ready keypairs may have been judged orphans and destroyed: drop them all."""
+        if not self._leased:
+            return
+        now = self._wall()
+        expires = now + self._lease_seconds
+        existed = self._backend.renew_pool_lease(self.owner, int(expires))  # type: ignore[attr-defined]
+        with self._cond:
+            lapsed = self._lease_expires > 0 and (not existed or now >= self._lease_expires)
+            self._lease_expires = float(int(expires))
+            dropped, self._ready = (list(self._ready), deque()) if lapsed else ([], self._ready)
+            self._cond.notify_all()
+        if lapsed:
+            log.warning(
+                "import keypair pool: the lease had lapsed; dropping %d ready keypair(s)", len(dropped)
+            )
+            for keypair in dropped:
+                self._destroy_quietly(keypair.object_id)
 
     def destroy_orphans(self, in_use: Iterable[str]) -> int:
-        """Destroy this slot's pooled keypairs that no import token refers to; return how many."""
+        """Destroy the pooled keypairs whose owner is provably gone and that no stored import
+        token refers to (see the module docstring); return how many."""
         find = getattr(self._backend, "find_import_keypairs", None)
-        if find is None:
+        leases_of = getattr(self._backend, "pool_leases", None)
+        if find is None or leases_of is None:
             return 0
+        found = find(POOL_ID_PREFIX)  # first the keypairs, then the leases: see the docstring
+        leases: dict[str, int] = leases_of()
+        now = self._wall()
         keep = set(in_use)
-        orphans = [oid for oid in find(POOL_ID_PREFIX) if self.owns(oid) and oid not in keep]
+
+        def gone(owner: str | None) -> bool:
+            if owner is None or owner == self.owner:
+                return False
+            expires = leases.get(owner)
+            return expires is None or expires + CLOCK_SKEW < now or locally_gone(owner)
+
+        orphans = [oid for oid in found if gone(owner_of(oid)) and oid not in keep]
         for object_id in orphans:
             self._destroy_quietly(object_id)
+        remaining = {owner_of(oid) for oid in found if oid not in orphans}
+        for owner in [o for o in leases if gone(o) and o not in remaining]:
+            try:
+                self._backend.release_pool_lease(owner)  # type: ignore[attr-defined]
+            except HsmBridgeError as exc:
+                log.warning("could not remove the expired pool lease of %s: %s", owner, exc.reason)
         if orphans:
-            log.info("destroyed %d unused pooled import keypair(s) left by a previous process", len(orphans))
+            log.info("destroyed %d unused pooled import keypair(s) of owners that are gone", len(orphans))
         self._orphans_destroyed += len(orphans)
         return len(orphans)
 
-    def start(self) -> None:
-        """Start the background refill (nothing to do with size 0)."""
-        if self.size <= 0 or self._thread is not None:
+    def start(self, in_use: Callable[[], Iterable[str]] | None = None) -> None:
+        """Take the lease, then start the background refill and the lease keeper. `in_use` lists
+        the object ids stored import tokens refer to, for the periodic sweep."""
+        if in_use is not None:
+            self._in_use = in_use
+        if self._threads:
             return
-        self._thread = threading.Thread(target=self._refill, name="hsmbridge-keypair-pool", daemon=True)
-        self._thread.start()
+        if self.size > 0:
+            try:
+                self.renew()  # before any keypair of this owner exists
+            except HsmBridgeError as exc:
+                log.warning("import keypair pool: no lease yet (%s); retrying in the background", exc.reason)
+            self._spawn(self._refill, "hsmbridge-keypair-pool")
+        if self._leased:
+            self._spawn(self._keep_lease, "hsmbridge-keypair-pool-lease")
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     # -- use ---------------------------------------------------------------------------------------
 
     def take(self, bits: int) -> PooledKeypair | None:
-        """A ready keypair of `bits`, or None (the caller generates one inline)."""
+        """A ready keypair of `bits`, claimed for an import token, or None (the caller generates
+        one inline)."""
         stale: list[PooledKeypair] = []
         found: PooledKeypair | None = None
         with self._cond:
-            if bits == self.bits and not self._closed:
+            if bits == self.bits and not self._closed and self._lease_valid():
                 now = self._clock()
                 while self._ready:
                     candidate = self._ready.popleft()
@@ -151,22 +297,33 @@ class KeypairPool:
                         continue
                     found = candidate
                     break
-            if found is None:
-                self._misses += 1
-            else:
-                self._taken += 1
             self._last_take_wall = time.monotonic()
             self._cond.notify_all()
         for keypair in stale:
             self._destroy_quietly(keypair.object_id)
+        if found is not None and not self._claim(found):
+            found = None
+        with self._cond:
+            if found is None:
+                self._misses += 1
+            else:
+                self._taken += 1
         return found
 
+    def _claim(self, keypair: PooledKeypair) -> bool:
+        claim = getattr(self._backend, "claim_import_keypair", None)
+        if claim is None:
+            return True
+        try:
+            claim(keypair.object_id)
+        except HsmBridgeError as exc:
+            log.warning("import keypair pool: could not claim a keypair (%s)", exc.reason)
+            self._destroy_quietly(keypair.object_id)
+            return False
+        return True
+
     def give_back(self, keypair: PooledKeypair) -> None:
-        """Return a keypair that was taken but not used (the token could not be stored)."""
-        with self._cond:
-            if not self._closed and len(self._ready) < self.size:
-                self._ready.appendleft(keypair)
-                return
+        """A taken keypair whose token could not be stored: it was claimed, so it is destroyed."""
         self._destroy_quietly(keypair.object_id)
 
     def stats(self) -> PoolStats:
@@ -186,12 +343,35 @@ class KeypairPool:
         with self._cond:
             return self._cond.wait_for(lambda: len(self._ready) >= want or self._closed, timeout)
 
-    # -- refill --------------------------------------------------------------------------------------
+    # -- background --------------------------------------------------------------------------------
+
+    def _keep_lease(self) -> None:
+        """Renew every `renew_every`; sweep for orphans every `sweep_every`."""
+        next_sweep = self._clock() + self._sweep_every
+        while True:
+            with self._cond:
+                if self._cond.wait_for(lambda: self._closed, self._renew_every):
+                    return
+            try:
+                if self.size > 0:
+                    self.renew()
+                if self._clock() >= next_sweep:
+                    next_sweep = self._clock() + self._sweep_every
+                    self.destroy_orphans(self._in_use())
+            except HsmBridgeError as exc:
+                log.warning("import keypair pool: lease renewal or sweep failed (%s)", exc.reason)
+            except Exception as exc:  # never let the lease die silently
+                log.error("import keypair pool: unexpected %s in the lease keeper", type(exc).__name__)
 
     def _refill(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._closed or len(self._ready) < self.size)
+                self._cond.wait_for(
+                    lambda: self._closed or (len(self._ready) < self.size and self._lease_valid()),
+                    self._retry_delay,
+                )
+                if not self._closed and (len(self._ready) >= self.size or not self._lease_valid()):
+                    continue
                 # Let the request that just took a keypair finish first: a keygen started at once
                 # competes with it for the CPU and the token (its p99 doubled in benchmarks).
                 while not self._closed:
@@ -201,7 +381,7 @@ class KeypairPool:
                     self._cond.wait(quiet)
                 if self._closed:
                     return
-            object_id = f"{slot_prefix(self.worker)}{uuid.uuid4().hex}"
+            object_id = f"{owner_prefix(self.owner)}{uuid.uuid4().hex}"
             try:
                 public_der = self._backend.create_import_keypair(object_id, self.bits)
             except HsmBridgeError as exc:
@@ -227,16 +407,22 @@ class KeypairPool:
     # -- shutdown --------------------------------------------------------------------------------------
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop refilling (a keygen in flight finishes first) and destroy every unused keypair."""
+        """Stop the threads (a keygen in flight finishes first), destroy every unused keypair,
+        then give up the lease."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for thread in self._threads:
+            thread.join(timeout)
         with self._cond:
             unused, self._ready = list(self._ready), deque()
         for keypair in unused:
             self._destroy_quietly(keypair.object_id)
+        if self._leased and self._lease_expires > 0:
+            try:
+                self._backend.release_pool_lease(self.owner)  # type: ignore[attr-defined]
+            except HsmBridgeError as exc:
+                log.warning("could not release the import keypair pool lease: %s", exc.reason)
 
     def _destroy_quietly(self, object_id: str) -> None:
         try:

@@ -79,6 +79,10 @@ T = TypeVar("T")
 KWP = Mechanism.AES_KEY_WRAP_PAD
 AES_LENGTHS = (16, 24, 32)
 IMPORT_LABEL_PREFIX = "hsmbridge-import-"
+#: a pooled keypair an import token took (`claim_import_keypair`): no longer "pool-" by label
+CLAIMED_LABEL_PREFIX = IMPORT_LABEL_PREFIX + "token-"
+LEASE_APPLICATION = "hsmbridge-keypair-pool-lease"
+LEASE_LABEL_PREFIX = "hsmbridge-pool-lease-"
 _OAEP = {
     OaepHash.SHA1: (Mechanism.SHA_1, MGF.SHA1, "sha1"),
     OaepHash.SHA256: (Mechanism.SHA256, MGF.SHA256, "sha256"),
@@ -742,12 +746,13 @@ class Pkcs11Backend:
         """Object ids of the import keypairs on the token whose id starts with `id_prefix`.
 
         PKCS#11 matches attributes exactly, so this reads every private key's label: only the
-        import-keypair pool calls it, once at start-up, to find the unused keypairs a previous
-        process of the same worker slot left behind (core/keypair_pool.py).
+        import-keypair pool calls it, at start-up and now and then, to find the unused pooled
+        keypairs of owners that are gone (core/keypair_pool.py).
         """
         prefix = IMPORT_LABEL_PREFIX + id_prefix
 
         def op(pooled: PooledSession) -> list[str]:
+            self._kek(pooled)  # an empty answer must mean "none", not "the token is gone"
             labels = (
                 obj[Attribute.LABEL]
                 for obj in pooled.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
@@ -762,6 +767,81 @@ class Pkcs11Backend:
                 obj.destroy()
 
         self._run("destroy-import-keypair", op)
+
+    # -- import-keypair pool: claims and owner leases (core/keypair_pool.py) ---------------------
+
+    def claim_import_keypair(self, object_id: str) -> None:
+        """Relabel a pooled keypair that an import token now uses, so that no pool cleanup (of any
+        process, whichever store it reads) counts it as an unused pooled keypair any more; its
+        `CKA_ID`, by which imports and destruction find it, stays."""
+
+        def op(pooled: PooledSession) -> None:
+            found = list(
+                pooled.session.get_objects(
+                    {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: object_id.encode()}
+                )
+            )
+            if not found:
+                self._find_kek(pooled.session, self.settings.kek_label)  # gone token: a 503
+                raise NotFound("the pooled import keypair is no longer on the HSM")
+            for obj in found:
+                obj[Attribute.LABEL] = CLAIMED_LABEL_PREFIX + object_id
+
+        self._run("claim-import-keypair", op)
+
+    def _pool_leases(self, session: Any) -> dict[str, tuple[Any, int]]:
+        leases: dict[str, tuple[Any, int]] = {}
+        for obj in list(
+            session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: LEASE_APPLICATION})
+        ):
+            owner, _, expires = str(obj[Attribute.LABEL]).removeprefix(LEASE_LABEL_PREFIX).rpartition("-")
+            if owner and expires.isdigit():
+                leases[owner] = (obj, int(expires))
+        return leases
+
+    def renew_pool_lease(self, owner: str, expires_at: int) -> bool:
+        """Write `owner`'s lease (a private data object whose label carries the expiry, wall-clock
+        seconds: SoftHSM2 refuses to change a data object's value) ; False when there was none,
+        so it was created anew (a first lease, or one a cleaner removed as expired)."""
+
+        def op(pooled: PooledSession) -> bool:
+            label = f"{LEASE_LABEL_PREFIX}{owner}-{expires_at}"
+            current = self._pool_leases(pooled.session).get(owner)
+            if current is not None:
+                current[0][Attribute.LABEL] = label
+                return True
+            self._kek(pooled)  # never mistake a vanished token for a missing lease
+            pooled.session.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.DATA,
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.MODIFIABLE: True,
+                    Attribute.APPLICATION: LEASE_APPLICATION,
+                    Attribute.LABEL: label,
+                    Attribute.VALUE: b"",
+                }
+            )
+            return False
+
+        return self._run("renew-pool-lease", op, retry_safe=False)
+
+    def pool_leases(self) -> dict[str, int]:
+        """Every pool owner's lease on the token: owner → expiry (wall-clock seconds)."""
+
+        def op(pooled: PooledSession) -> dict[str, int]:
+            self._kek(pooled)  # an empty answer must mean "no leases", not "token gone"
+            return {owner: expires for owner, (_, expires) in self._pool_leases(pooled.session).items()}
+
+        return self._run("pool-leases", op)
+
+    def release_pool_lease(self, owner: str) -> None:
+        def op(pooled: PooledSession) -> None:
+            current = self._pool_leases(pooled.session).get(owner)
+            if current is not None:
+                current[0].destroy()
+
+        self._run("release-pool-lease", op)
 
     def import_key(
         self,
