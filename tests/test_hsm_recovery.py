@@ -1,6 +1,8 @@
 """The session pool recovers from what real HSMs do to long-running clients: sessions closed
-behind its back, object handles gone stale (token restarted / failed over), the library itself
-finalised. In each case the next operation succeeds after one internal retry."""
+behind its back and the library finalised (the next operation succeeds after one internal
+retry), object handles gone stale because the token went away (the backend answers "unavailable"
+at once while it is gone and recovers in the background once it is back), and the concurrent
+token-open race at start-up (retried with a bounded backoff)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pkcs11 import exceptions as p11
 
 from hsmbridge.core.backend import KeyRef, MaterialKind
 from hsmbridge.errors import HsmUnavailable
 from hsmbridge.hsm.backend import Pkcs11Backend
+from hsmbridge.hsm.library import Pkcs11Library
+from hsmbridge.hsm.pool import OPEN_ATTEMPTS, SessionPool
 
 pytestmark = pytest.mark.softhsm
 
@@ -104,3 +110,62 @@ def test_iv_are_never_repeated(backend: Pkcs11Backend) -> None:
     ref = KeyRef("iv-uniqueness", backend.generate_key(MaterialKind.AES, 32))
     ivs = {backend.gcm_encrypt(ref, os.urandom(8), b"")[0] for _ in range(3000)}
     assert len(ivs) == 3000
+
+
+class RacingToken:
+    """A real token whose first `failures` C_OpenSession calls fail as SoftHSM2 does when another
+    process opens the token at the same moment (CKR_GENERAL_ERROR)."""
+
+    def __init__(self, token: object, failures: int) -> None:
+        self._token, self.failures = token, failures
+
+    def open(self, **kwargs: object) -> object:
+        if self.failures > 0:
+            self.failures -= 1
+            raise p11.GeneralError()
+        return self._token.open(**kwargs)  # type: ignore[attr-defined]
+
+
+class RacingLibrary:
+    """The real loaded module, whose C_GetTokenInfo (get_token) races `failures` times first."""
+
+    def __init__(self, library: Pkcs11Library, *, token_failures: int, open_failures: int) -> None:
+        self._library, self.token_failures, self.open_failures = library, token_failures, open_failures
+        self.generation = library.generation
+        self.lib = self
+
+    def calls(self) -> Any:
+        return self._library.calls()
+
+    def get_token(self, **kwargs: object) -> RacingToken:
+        if self.token_failures > 0:
+            self.token_failures -= 1
+            raise p11.GeneralError()
+        token = self._library.lib.get_token(**kwargs)
+        return RacingToken(token, self.open_failures)
+
+
+def racing_pool(hsm_settings: Any, hsm_backend: Pkcs11Backend, **failures: int) -> SessionPool:
+    racing = RacingLibrary(hsm_backend.library, **failures)
+    return SessionPool(
+        racing,  # type: ignore[arg-type]
+        token_label=hsm_settings.token_label,
+        slot_id=None,
+        pin=hsm_settings.pin,
+        size=1,
+        checkout_timeout=1.0,
+    )
+
+
+def test_worker_start_retries_the_concurrent_token_open_race(
+    hsm_settings: Any, hsm_backend: Pkcs11Backend
+) -> None:
+    """`serve --workers 2` failed to start when one worker's C_GetTokenInfo / C_OpenSession got
+    CKR_GENERAL_ERROR while the other opened the token: start-up now retries with a bounded
+    backoff, and fails only when the error persists."""
+    pool = racing_pool(hsm_settings, hsm_backend, token_failures=3, open_failures=2)
+    with pool.checkout() as pooled:
+        assert pooled.session.generate_random(64)
+    pool.close()
+    with pytest.raises(p11.GeneralError):  # bounded: a persistent error still fails the start
+        racing_pool(hsm_settings, hsm_backend, token_failures=OPEN_ATTEMPTS, open_failures=0)

@@ -350,7 +350,8 @@ class Pkcs11Backend:
             return False
         try:
             pooled.session.get_key(object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label)
-        except pkcs11.PKCS11Error:
+        except pkcs11.PKCS11Error as probe_failure:
+            _drop_frames(probe_failure)
             return True
         return False
 
@@ -388,8 +389,14 @@ class Pkcs11Backend:
         """Is our master KEK visible from the login session? One C_FindObjects, no state change."""
         try:
             with self.library.calls(), self.pool.login_lock:
-                self.pool.login.get_key(object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label)
-        except (pkcs11.PKCS11Error, HsmUnavailable, AttributeError):
+                try:
+                    self.pool.login.get_key(
+                        object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label
+                    )
+                except pkcs11.PKCS11Error as exc:
+                    _drop_frames(exc)  # inside the permit: see _drop_frames
+                    return False
+        except (HsmUnavailable, AttributeError):
             return False
         return True
 
