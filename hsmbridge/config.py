@@ -66,6 +66,13 @@ class HsmConfig(_Section):
     #: token does not wait ≈1 s for RSA-4096 keygen; 0 turns the pool off (deterministic tests)
     import_key_pool_size: int = Field(2, ge=0, le=64)
     import_key_pool_bits: int = 4096
+    #: HSM outage recovery (hsm/recovery.py): re-initialisation is retried with exponential
+    #: backoff capped at this many seconds, for as long as the outage lasts; the cap bounds the
+    #: time to serve again after the HSM returns (and is the `Retry-After` clients get)
+    recovery_max_backoff: float = Field(1.0, gt=0, le=60)
+    #: liveness fails when recovery has completed no attempt for this many seconds (a call stuck
+    #: inside the PKCS#11 module): only then is a restart the cure
+    recovery_wedged_after: float = Field(30.0, gt=0)
 
     @field_validator("import_key_pool_bits")
     @classmethod

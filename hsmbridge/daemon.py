@@ -64,6 +64,7 @@ def module_path(config: Config) -> str:
 
 def hsm_settings(config: Config):  # type: ignore[no-untyped-def]
     from hsmbridge.hsm.backend import Pkcs11Settings
+    from hsmbridge.hsm.recovery import RecoveryPolicy
 
     return Pkcs11Settings(
         module=module_path(config),
@@ -75,6 +76,9 @@ def hsm_settings(config: Config):  # type: ignore[no-untyped-def]
         checkout_timeout=config.hsm.checkout_timeout,
         cache_size=config.hsm.cache_size,
         oaep_sha256_fallback=config.hsm.oaep_sha256_fallback,
+        recovery=RecoveryPolicy(
+            max_backoff=config.hsm.recovery_max_backoff, wedged_after=config.hsm.recovery_wedged_after
+        ),
     )
 
 
