@@ -6,8 +6,8 @@ What must hold, for every outage length, with no restart:
 
 - the daemon never crashes, and no call returns a wrong plaintext (every unwrap is compared with
   what was wrapped, and every ciphertext acknowledged during the run unwraps afterwards);
-- a call that fails does so with UNAVAILABLE + ErrorInfo reason HSM_UNAVAILABLE (gRPC) or
-  503 + `Retry-After` + reason code HSM_UNAVAILABLE_ERR (REST), never INTERNAL / 500;
+- a call that fails does so with UNAVAILABLE + ErrorInfo reason HSM_UNAVAILABLE + RetryInfo
+  (gRPC) or 503 + `Retry-After` + reason code HSM_UNAVAILABLE_ERR (REST), never INTERNAL / 500;
 - every client is served again within 5 s of the token's return (a functional deadline);
 - readiness is NOT_SERVING during the outage and SERVING after it; liveness stays SERVING.
 
@@ -89,10 +89,15 @@ def grpc_failure(op: str, err: grpc.RpcError) -> Outcome:
     status = rpc_status.from_call(err)  # type: ignore[arg-type]
     reason = ""
     retry_after = None
+    retry_info: int | None = None
     for detail in status.details if status is not None else ():
-        info = error_details_pb2.ErrorInfo()
+        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
         if detail.Unpack(info):
             reason, retry_after = info.reason, info.metadata.get("retry_after")
+        elif detail.Unpack(retry):
+            retry_info = retry.retry_delay.seconds
+    if retry_after is not None and retry_info != int(retry_after):
+        reason += " (RetryInfo missing or different)"
     return Outcome(time.monotonic(), op, False, err.code().name, reason, retry_after)
 
 

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -62,7 +62,13 @@ def status_proto(error: e.HsmBridgeError) -> status_pb2.Status:
         info.metadata["target"] = error.target
     detail = any_pb2.Any()
     detail.Pack(info)
-    return status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=[detail])
+    details = [detail]
+    retry_after = error.metadata.get("retry_after", "")
+    if retry_after.isdigit():  # HSM outage, rate limit: the standard hint gRPC clients read
+        retry = any_pb2.Any()
+        retry.Pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(retry_after))))
+        details.append(retry)
+    return status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=details)
 
 
 OK_STATUS = status_pb2.Status(code=code_pb2.OK)

@@ -131,7 +131,9 @@ class HsmHealth:
         """Refuse at once while recovering: no request waits on a dead HSM."""
         state = self._state
         if state is HsmState.RECOVERING:
-            raise self.unavailable("the HSM is down")
+            raise HsmUnavailable(
+                "the HSM is unavailable; recovering, retry shortly", metadata={RETRY_AFTER: self.retry_after}
+            )
         if state is HsmState.CLOSED:
             raise HsmUnavailable("the HSM backend is closed")
 
