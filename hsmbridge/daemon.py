@@ -197,6 +197,10 @@ def check_ready(services: Services) -> bool:
     backend: Any = services.backend
     if not getattr(backend, "healthy", True):
         return False  # recovering (hsm/recovery.py): no HSM call needed to know
+    # One HSM call that notices a vanished token and starts recovering even when no request
+    # comes (an unready pod gets none); `confirm` never raises.
+    if hasattr(backend, "check") and not backend.check():
+        return False
     try:
         services.store.ping()
         backend.random(1)

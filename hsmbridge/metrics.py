@@ -133,6 +133,29 @@ class HsmCollector(Collector):
             "PKCS#11 re-initialisations after failures",
             value=pool.rebuilds,
         )
+        health = getattr(self._backend, "health", None)
+        if health is not None:
+            state = health.snapshot()
+            yield GaugeMetricFamily(
+                "hsmbridge_hsm_up",
+                "1 while the HSM serves, 0 while it recovers from an outage",
+                value=float(state.state.value == "up"),
+            )
+            yield CounterMetricFamily(
+                "hsmbridge_hsm_recoveries",
+                "HSM outages recovered from without a restart",
+                value=state.recoveries,
+            )
+            yield CounterMetricFamily(
+                "hsmbridge_hsm_recovery_attempts",
+                "HSM re-initialisation attempts during outages",
+                value=state.attempts,
+            )
+            yield GaugeMetricFamily(
+                "hsmbridge_hsm_down_seconds",
+                "How long the current HSM outage has lasted (0 when up)",
+                value=state.down_for,
+            )
         info = InfoMetricFamily("hsmbridge_hsm", "The HSM and what the start-up probe found")
         caps = self._backend.capabilities().as_dict()
         info.add_metric(

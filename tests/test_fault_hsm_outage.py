@@ -315,3 +315,32 @@ def test_a_ten_second_token_outage_heals_by_itself(dev: Daemon) -> None:
 @pytest.mark.slow
 def test_a_two_minute_token_outage_heals_by_itself(dev: Daemon) -> None:
     run_outage(dev, 120.0)
+
+
+def test_an_outage_with_no_traffic_is_noticed_and_healed_by_readiness_alone(dev: Daemon) -> None:
+    """An unready pod gets no requests: the readiness check itself must notice a vanished token
+    and start the recovery, or the daemon would stay unready after the token returned."""
+    channel = grpc.insecure_channel(dev.address)
+    health = health_pb2_grpc.HealthStub(channel)
+
+    def ready() -> bool:
+        return health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status == SERVING
+
+    assert wait_until(ready, 30)
+    directory, aside = token_dir(dev.workdir), dev.workdir / "token-aside"
+    shutil.move(directory, aside)
+    try:
+        assert wait_until(lambda: not ready(), 10), "readiness did not notice the outage"
+    finally:
+        shutil.move(aside, directory)
+    back_at = time.monotonic()
+    assert wait_until(ready, BACK_WITHIN), "not ready again after the token returned"
+    print(f"idle outage: ready again {time.monotonic() - back_at:.2f}s after the token returned")
+    keys = keys_pb2_grpc.KeyServiceStub(channel)
+    key = keys.CreateKey(keys_pb2.CreateKeyRequest(name="after-idle-outage"), metadata=MD, timeout=30)
+    crypto = crypto_pb2_grpc.CryptoServiceStub(channel)
+    wrapped = crypto.Wrap(crypto_pb2.WrapRequest(key_id=key.id, plaintext=b"x" * 32), metadata=MD, timeout=15)
+    opened = crypto.Unwrap(
+        crypto_pb2.UnwrapRequest(key_id=key.id, ciphertext=wrapped.ciphertext), metadata=MD
+    )
+    assert opened.plaintext == b"x" * 32

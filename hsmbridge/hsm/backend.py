@@ -70,7 +70,7 @@ from hsmbridge.hsm.errors import Recovery, StaleTokenView, recovery_for, to_doma
 from hsmbridge.hsm.library import Pkcs11Library
 from hsmbridge.hsm.oaep import oaep_decode
 from hsmbridge.hsm.pool import PooledSession, SessionPool
-from hsmbridge.hsm.recovery import HsmHealth, RecoveryPolicy
+from hsmbridge.hsm.recovery import HsmHealth, HsmState, RecoveryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -336,9 +336,9 @@ class Pkcs11Backend:
             # A device-level failure: recovery re-initialises the module, which must not happen
             # while this call holds a session, so it is reported only after the checkout ended.
             cause = f"{operation}: {type(failure).__name__}"
-            if not self.health.report_failure(cause):
-                raise to_domain(failure, operation) from None  # still starting: a start-up error
-            if attempt == 2 or not retry_safe or not self.health.wait_up(self.settings.recovery.caller_wait):
+            if not self.health.report_failure(cause) and self.health.state is HsmState.STARTING:
+                raise to_domain(failure, operation) from None  # a start-up error, not an outage
+            if attempt == 2 or not retry_safe or not self.health.wait_up(self.health.caller_wait()):
                 raise self.health.unavailable(operation) from None
         raise AssertionError("unreachable")
 
@@ -404,6 +404,12 @@ class Pkcs11Backend:
     def healthy(self) -> bool:
         """Serving now (no HSM call: readiness and failover read it often)."""
         return self.health.healthy
+
+    def check(self) -> bool:
+        """Healthy, confirmed by one HSM call (the master KEK is visible from the login session);
+        a failed check starts recovering. Readiness calls it: a token that vanished while no
+        request came (an unready pod gets none) must still be noticed, and recovered from."""
+        return self.health.confirm()
 
     # -- cached use keys -------------------------------------------------------------------------
 

@@ -130,15 +130,22 @@ class SessionPool:
 
     # -- token and login -----------------------------------------------------------------------
 
+    def _lookup_token(self) -> Any:
+        """The token, or PKCS#11's own error: absent now is an outage to recover from (rebuild)."""
+        if self._slot_id is not None:
+            for slot in self._library.lib.get_slots(token_present=True):
+                if slot.slot_id == self._slot_id:
+                    return slot.get_token()
+            raise p11.NoSuchToken(f"no token present in PKCS#11 slot {self._slot_id}")
+        return self._library.lib.get_token(token_label=self._token_label)
+
     def _find_token(self) -> Any:
+        """`_lookup_token` at start-up, where absent means misconfigured: say what to check."""
         try:
-            if self._slot_id is not None:
-                for slot in self._library.lib.get_slots(token_present=True):
-                    if slot.slot_id == self._slot_id:
-                        return slot.get_token()
-                raise NotFound(f"no token present in PKCS#11 slot {self._slot_id}")
-            return self._library.lib.get_token(token_label=self._token_label)
+            return self._lookup_token()
         except p11.NoSuchToken:
+            if self._slot_id is not None:
+                raise NotFound(f"no token present in PKCS#11 slot {self._slot_id}") from None
             raise NotFound(
                 f"no PKCS#11 token labelled {self._token_label!r}; run `hsmbridge init` or check "
                 "`hsm.token_label`"
@@ -251,7 +258,7 @@ class SessionPool:
                     self._close_quietly(self.login)
             # Sessions of an older generation died with it: closing them would pass dead handles.
             self.login = None
-            self.token = self._find_token()
+            self.token = self._lookup_token()
             self._open_login()
             log.warning("HSM session pool rebuilt (generation %d, epoch %d)", self.generation, self.epoch)
 

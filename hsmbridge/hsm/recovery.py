@@ -11,8 +11,9 @@ Why a state machine with its own thread, instead of re-initialising inline in th
 - **Fails fast while down.** Requests do not queue on a dead HSM: `admit()` refuses them at once
   with `HsmUnavailable` (503 / UNAVAILABLE) carrying `retry_after` (whole seconds, the cap), so
   clients back off and no thread holds a session meanwhile. Only the calls that were in flight
-  when the failure was seen wait (≤ `RecoveryPolicy.caller_wait`) for the first attempt, so a
-  momentary glitch (a finalised library) costs a retry, not an error.
+  when the failure was seen wait for the first attempt (≤ `RecoveryPolicy.caller_wait` on a
+  thread, ≤ `loop_wait` on an event loop, which every other request shares), so a momentary
+  glitch (a finalised library) costs a retry, not an error.
 - **Only one thread re-initialises.** The attempt itself is the backend's (`attempt` callback):
   fence and drain the module, `C_Finalize`/`C_Initialize` (hsm/library.py), find the token, log in,
   find the master KEK. Running it on one thread per backend is what makes "no call inside the
@@ -26,6 +27,7 @@ Why a state machine with its own thread, instead of re-initialising inline in th
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import math
@@ -60,6 +62,9 @@ class RecoveryPolicy:
     drain_timeout: float = 10.0
     #: how long a call that saw the failure waits for the first attempt before answering 503
     caller_wait: float = 2.0
+    #: the same on an event-loop thread (gRPC aio / REST run short HSM calls on the loop): every
+    #: other request waits with it, so only long enough for a quick re-initialisation
+    loop_wait: float = 0.1
     #: a backend whose token is gone re-initialises a module that healthy sibling backends
     #: (other tokens on the same module) serve from at most this often; it probes in between
     shared_reinit_interval: float = 10.0
@@ -165,6 +170,14 @@ class HsmHealth:
         if not ok:
             self.report_failure("probe: the token is not visible")
         return ok and self._state is HsmState.UP
+
+    def caller_wait(self) -> float:
+        """How long the current thread may wait for a recovery attempt (`wait_up`)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return self.policy.caller_wait
+        return min(self.policy.loop_wait, self.policy.caller_wait)
 
     def wait_up(self, timeout: float) -> bool:
         with self._cond:
