@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import httpx
@@ -42,6 +43,7 @@ MD = (("x-hsmbridge-tenant", "outage"),)
 BACK_WITHIN = 5.0  # seconds after the token returns
 DEV = {"authorization": "Bearer outage-token", "bluemix-instance": "outage"}
 SERVING = health_pb2.HealthCheckResponse.SERVING
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="module")
@@ -144,35 +146,30 @@ class Load:
         for thread in self._threads:
             thread.join(30)
 
+    def _call(self, op: str, rpc: Callable[..., T], request: object) -> T | None:
+        """`rpc(request)`, recorded in the ledger; None when it failed."""
+        try:
+            result = rpc(request, metadata=MD, timeout=15)
+        except grpc.RpcError as err:
+            self.ledger.add(grpc_failure(op, err))
+            time.sleep(0.02)
+            return None
+        self.ledger.add(Outcome(time.monotonic(), op, True))
+        return result
+
     def _wrap_unwrap(self, name: str) -> None:
         crypto = crypto_pb2_grpc.CryptoServiceStub(grpc.insecure_channel(self.d.address))
         while not self._stop.is_set():
             plaintext = os.urandom(32)
-            try:
-                wrapped = crypto.Wrap(
-                    crypto_pb2.WrapRequest(key_id=self.key_id, plaintext=plaintext, aad=[name]),
-                    metadata=MD,
-                    timeout=15,
-                )
-            except grpc.RpcError as err:
-                self.ledger.add(grpc_failure("wrap", err))
-                time.sleep(0.02)
+            request = crypto_pb2.WrapRequest(key_id=self.key_id, plaintext=plaintext, aad=[name])
+            wrapped = self._call("wrap", crypto.Wrap, request)
+            if wrapped is None:
                 continue
-            self.ledger.add(Outcome(time.monotonic(), "wrap", True))
             with self.ledger.lock:
                 self.ledger.acknowledged.append((self.key_id, wrapped.ciphertext, name, plaintext))
-            try:
-                opened = crypto.Unwrap(
-                    crypto_pb2.UnwrapRequest(key_id=self.key_id, ciphertext=wrapped.ciphertext, aad=[name]),
-                    metadata=MD,
-                    timeout=15,
-                )
-            except grpc.RpcError as err:
-                self.ledger.add(grpc_failure("unwrap", err))
-                time.sleep(0.02)
-                continue
-            self.ledger.add(Outcome(time.monotonic(), "unwrap", True))
-            if opened.plaintext != plaintext:
+            unwrap = crypto_pb2.UnwrapRequest(key_id=self.key_id, ciphertext=wrapped.ciphertext, aad=[name])
+            opened = self._call("unwrap", crypto.Unwrap, unwrap)
+            if opened is not None and opened.plaintext != plaintext:
                 self.ledger.wrong.append("unwrap returned another plaintext")
 
     def _create(self) -> None:
@@ -180,13 +177,7 @@ class Load:
         n = 0
         while not self._stop.is_set():
             n += 1
-            try:
-                keys.CreateKey(keys_pb2.CreateKeyRequest(name=f"k{n}"), metadata=MD, timeout=15)
-            except grpc.RpcError as err:
-                self.ledger.add(grpc_failure("create", err))
-                time.sleep(0.05)
-                continue
-            self.ledger.add(Outcome(time.monotonic(), "create", True))
+            self._call("create", keys.CreateKey, keys_pb2.CreateKeyRequest(name=f"k{n}"))
             time.sleep(0.02)
 
     def _rest_wrap(self) -> None:

@@ -765,7 +765,7 @@ class Pkcs11Backend:
         prefix = IMPORT_LABEL_PREFIX + id_prefix
 
         def op(pooled: PooledSession) -> list[str]:
-            self._kek(pooled)  # an empty answer must mean "none", not "the token is gone"
+            self._find_kek(pooled.session, self.settings.kek_label)  # empty must mean "none", not "gone"
             labels = (
                 obj[Attribute.LABEL]
                 for obj in pooled.session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
@@ -823,7 +823,7 @@ class Pkcs11Backend:
             if current is not None:
                 current[0][Attribute.LABEL] = label
                 return True
-            self._kek(pooled)  # never mistake a vanished token for a missing lease
+            self._find_kek(pooled.session, self.settings.kek_label)  # a vanished token is no missing lease
             pooled.session.create_object(
                 {
                     Attribute.CLASS: ObjectClass.DATA,
@@ -843,7 +843,7 @@ class Pkcs11Backend:
         """Every pool owner's lease on the token: owner → expiry (wall-clock seconds)."""
 
         def op(pooled: PooledSession) -> dict[str, int]:
-            self._kek(pooled)  # an empty answer must mean "no leases", not "token gone"
+            self._find_kek(pooled.session, self.settings.kek_label)  # empty must mean "none", not "gone"
             return {owner: expires for owner, (_, expires) in self._pool_leases(pooled.session).items()}
 
         return self._run("pool-leases", op)
