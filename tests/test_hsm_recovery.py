@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -17,11 +19,13 @@ from typing import Any
 import pytest
 from pkcs11 import exceptions as p11
 
+from hsmbridge import softhsm
 from hsmbridge.core.backend import KeyRef, MaterialKind
 from hsmbridge.errors import HsmUnavailable
 from hsmbridge.hsm.backend import Pkcs11Backend
 from hsmbridge.hsm.library import Pkcs11Library
 from hsmbridge.hsm.pool import OPEN_ATTEMPTS, SessionPool
+from hsmbridge.hsm.recovery import RecoveryPolicy
 
 pytestmark = pytest.mark.softhsm
 
@@ -169,3 +173,46 @@ def test_worker_start_retries_the_concurrent_token_open_race(
     pool.close()
     with pytest.raises(p11.GeneralError):  # bounded: a persistent error still fails the start
         racing_pool(hsm_settings, hsm_backend, token_failures=OPEN_ATTEMPTS, open_failures=0)
+
+
+def test_a_token_outage_on_a_shared_module_leaves_the_other_tokens_backend_serving(
+    hsm_settings: Any, hsm_backend: Pkcs11Backend, softhsm_token: dict[str, str]
+) -> None:
+    """Two backends on one module path (two tokens, as hsm/group.py composes them) share one
+    C_Initialize. While one token is gone, the other backend keeps serving: the failed backend
+    does not re-initialise the module under it every backoff interval (only every
+    `shared_reinit_interval`), and recovers once its token is back."""
+    tokens = Path(softhsm_token["dir"]) / "tokens"
+    before = {p for p in tokens.iterdir() if p.is_dir()}
+    label = f"shared-{uuid.uuid4().hex[:8]}"
+    softhsm.init_token(Path(softhsm_token["conf"]), label, softhsm_token["pin"])
+    (second_dir,) = {p for p in tokens.iterdir() if p.is_dir()} - before
+    library = hsm_backend.library
+    library.reinitialize(library.generation, drain_timeout=5)  # SoftHSM2 scans tokens at C_Initialize
+    policy = RecoveryPolicy(shared_reinit_interval=2.0)
+    first = Pkcs11Backend(replace(hsm_settings, pool_size=2))
+    second = Pkcs11Backend(
+        replace(hsm_settings, token_label=label, pool_size=2, recovery=policy), create_kek=True
+    )
+    try:
+        ref = KeyRef("shared-module", first.generate_key(MaterialKind.AES, 32))
+        other = KeyRef("shared-module-2", second.generate_key(MaterialKind.AES, 32))
+        aside = Path(softhsm_token["dir"]) / "second-token-aside"
+        shutil.move(second_dir, aside)
+        try:
+            with pytest.raises(HsmUnavailable):
+                second.generate_key(MaterialKind.AES, 32)
+            assert not second.healthy
+            generation, until = library.generation, time.monotonic() + 3.0
+            while time.monotonic() < until:  # the first token's backend serves on
+                roundtrip(first, ref)
+            # re-initialised at most every shared_reinit_interval (2 s), not every backoff (≤1 s)
+            assert first.healthy and library.generation - generation <= 2
+        finally:
+            shutil.move(aside, second_dir)
+        assert second.health.wait_up(2 * policy.shared_reinit_interval + 5)
+        roundtrip(second, other)
+        roundtrip(first, ref)
+    finally:
+        second.close()
+        first.close()

@@ -69,7 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hsmbridge.core.backend import CryptoBackend
-from hsmbridge.errors import HsmBridgeError
+from hsmbridge.errors import HsmBridgeError, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +316,15 @@ class KeypairPool:
             return True
         try:
             claim(keypair.object_id)
+        except NotFound:
+            return False  # gone from the token: nothing to keep
         except HsmBridgeError as exc:
+            # still unclaimed and ours (the HSM is down, say): keep it for the next take
             log.warning("import keypair pool: could not claim a keypair (%s)", exc.reason)
+            with self._cond:
+                if not self._closed:
+                    self._ready.appendleft(keypair)
+                    return False
             self._destroy_quietly(keypair.object_id)
             return False
         return True

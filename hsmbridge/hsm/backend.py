@@ -379,11 +379,15 @@ class Pkcs11Backend:
             if not (siblings_serving and recent):
                 library.reinitialize(seen, drain_timeout=policy.drain_timeout)
         with library.recovery_lock, library.calls():
-            self.pool.rebuild(force=self.pool.generation == seen)
-            with self.pool.login_lock:
-                self.cache.clear()  # their objects died with the old login session: nothing to destroy
-                self._login_keks.clear()
-                self._find_kek(self.pool.login, self.settings.kek_label)
+            try:
+                self.pool.rebuild(force=self.pool.generation == seen)
+                with self.pool.login_lock:
+                    self.cache.clear()  # their objects died with the old login session: nothing to destroy
+                    self._login_keks.clear()
+                    self._find_kek(self.pool.login, self.settings.kek_label)
+            except pkcs11.PKCS11Error as exc:
+                _drop_frames(exc)  # inside the permit: see _drop_frames
+                raise
 
     def _probe(self) -> bool:
         """Is our master KEK visible from the login session? One C_FindObjects, no state change."""

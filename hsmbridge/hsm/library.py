@@ -61,6 +61,9 @@ CKF_OS_LOCKING_OK = 0x2
 #: Metadata key of `HsmUnavailable`: whole seconds after which a retry makes sense; the REST and
 #: gRPC boundaries send it as `Retry-After` / in `ErrorInfo.metadata`.
 RETRY_AFTER = "retry_after"
+#: how long a call waits for a re-initialisation in progress before it is refused (it may be on
+#: an event loop, where every other request waits with it)
+FENCE_WAIT = 0.1
 
 _CK_RV = ctypes.c_ulong
 _C_Initialize = ctypes.CFUNCTYPE(_CK_RV, ctypes.c_void_p)
@@ -173,10 +176,12 @@ class Pkcs11Library:
     # -- permits, fence and drain -------------------------------------------------------------------
 
     @contextmanager
-    def calls(self) -> Iterator[None]:
-        """Hold a permit to call into the module; refused at once while it is re-initialised."""
+    def calls(self, wait: float = FENCE_WAIT) -> Iterator[None]:
+        """Hold a permit to call into the module. While it is being re-initialised, wait up to
+        `wait` (a re-initialisation takes well under a millisecond on SoftHSM2: a sibling backend
+        on the same module should not fail for it), then refuse."""
         with self._gate:
-            if self._fenced:
+            if self._fenced and not self._gate.wait_for(lambda: not self._fenced, wait):
                 raise HsmUnavailable(
                     "the HSM is being re-initialised; retry shortly", metadata={RETRY_AFTER: "1"}
                 )
@@ -218,6 +223,7 @@ class Pkcs11Library:
                 drained = self._gate.wait_for(lambda: self._in_flight == 0, drain_timeout)
                 if not drained:
                     self._fenced = not self._initialized
+                    self._gate.notify_all()
                     raise DrainTimeout(
                         f"{self._in_flight} PKCS#11 call(s) still inside the module after "
                         f"{drain_timeout:.1f}s; not re-initialising under them"
@@ -228,6 +234,7 @@ class Pkcs11Library:
             finally:
                 with self._gate:
                     self._fenced = not self._initialized
+                    self._gate.notify_all()
             return self.generation
 
     def finalize_behind_our_back(self) -> None:
