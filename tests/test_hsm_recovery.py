@@ -138,8 +138,8 @@ class RacingLibrary:
         self.generation = library.generation
         self.lib = self
 
-    def calls(self) -> Any:
-        return self._library.calls()
+    def __getattr__(self, name: str) -> Any:  # permits, token bookkeeping: the real module's
+        return getattr(self._library, name)
 
     def get_token(self, **kwargs: object) -> RacingToken:
         if self.token_failures > 0:

@@ -38,6 +38,7 @@ its healthy siblings are serving from (see hsm/recovery.py).
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import logging
 import threading
@@ -135,6 +136,8 @@ class Pkcs11Library:
         self.initialized_at = 0.0
         #: the backends' health states on this module (weak: a closed backend drops out)
         self._users: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: open session pools per token: login is per application, so they share one
+        self._token_pools: collections.Counter[Any] = collections.Counter()
         self.generation = 0
         self._finalize()
         self._initialize_with_locking()
@@ -201,6 +204,20 @@ class Pkcs11Library:
     def register(self, user: Any) -> None:
         """Count `user` (a backend's `HsmHealth`, hsm/recovery.py) among this module's."""
         self._users.add(user)
+
+    def join_token(self, key: Any) -> None:
+        with self._gate:
+            self._token_pools[key] += 1
+
+    def leave_token(self, key: Any) -> None:
+        with self._gate:
+            self._token_pools[key] -= 1
+
+    def pools_on(self, key: Any) -> int:
+        """Open session pools on the token `key`: the one holding the PIN login must not log the
+        others out by closing it (hsm/pool.py)."""
+        with self._gate:
+            return self._token_pools[key]
 
     def healthy_users(self, besides: Any) -> int:
         """How many other backends on this module are serving now (each confirms with a probe)."""

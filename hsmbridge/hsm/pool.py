@@ -109,9 +109,17 @@ class SessionPool:
         self.generation = library.generation
         self.epoch = 0
         self.login: Any = None
-        with library.calls():
-            self.token = self._opening(self._find_token)
-            self._opening(self._open_login)
+        #: whether `login` is the session that logged the application in (closing it logs out)
+        self._login_has_pin = False
+        self._token_key = (token_label, slot_id)
+        library.join_token(self._token_key)
+        try:
+            with library.calls():
+                self.token = self._opening(self._find_token)
+                self._opening(self._open_login)
+        except BaseException:
+            library.leave_token(self._token_key)
+            raise
 
     @staticmethod
     def _opening(fn: Callable[[], T]) -> T:
@@ -158,9 +166,11 @@ class SessionPool:
     def _open_login(self) -> None:
         try:
             self.login = self.token.open(rw=True, user_pin=self._pin)
+            self._login_has_pin = True
         except p11.UserAlreadyLoggedIn:
             # Another pool in this process (tests, `hsm-info` inside a server) holds the login.
             self.login = self.token.open(rw=True)
+            self._login_has_pin = False
         except (p11.PinIncorrect, p11.PinInvalid, p11.PinLenRange):
             raise HsmUnavailable(
                 "HSM login failed: the PIN was refused; check `hsm.pin_file` / HSMBRIDGE_HSM_PIN"
@@ -254,8 +264,7 @@ class SessionPool:
             if same_generation:
                 for pooled in idle:
                     self._close_quietly(pooled.session)
-                if self.login is not None:
-                    self._close_quietly(self.login)
+                self._close_login()
             # Sessions of an older generation died with it: closing them would pass dead handles.
             self.login = None
             self.token = self._lookup_token()
@@ -263,6 +272,17 @@ class SessionPool:
             log.warning("HSM session pool rebuilt (generation %d, epoch %d)", self.generation, self.epoch)
 
     # -- housekeeping --------------------------------------------------------------------------
+
+    def _close_login(self) -> None:
+        """Close the login session, unless it is the one that logged the application in while
+        other pools on the same token still rely on that login (closing it is a C_Logout for all
+        of them): then it is left open, and the login lasts until the module is finalised."""
+        login, self.login = self.login, None
+        if login is None:
+            return
+        if self._login_has_pin and self._library.pools_on(self._token_key) > 1:
+            return
+        self._close_quietly(login)
 
     @staticmethod
     def _close_quietly(session: Any) -> None:
@@ -284,6 +304,8 @@ class SessionPool:
     def close(self) -> None:
         """Close workers, then the login session last (its close logs the whole process out)."""
         with self._cond:
+            if self._closed:
+                return
             self._closed = True
             idle, self._idle = self._idle, []
             self._open -= len(idle)
@@ -294,6 +316,7 @@ class SessionPool:
         with self.login_lock:
             # A login session we did not log in with was opened without a PIN: python-pkcs11
             # closes it without C_Logout, so the pool that owns the login keeps it.
-            if self.login is not None and self._library.generation == self.generation:
-                self._close_quietly(self.login)
+            if self._library.generation == self.generation:
+                self._close_login()
             self.login = None
+            self._library.leave_token(self._token_key)
