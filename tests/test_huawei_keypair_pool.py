@@ -38,7 +38,7 @@ def hsm(hsm_backend: Pkcs11Backend) -> Iterator[Services]:
 def test_import_parameters_use_the_pool_and_survive_a_restart(
     hsm: Services, hsm_backend: Pkcs11Backend
 ) -> None:
-    pool = KeypairPool(hsm_backend, size=1, bits=ext.IMPORT_KEY_BITS, worker=5, workers=8)
+    pool = KeypairPool(hsm_backend, size=1, bits=ext.IMPORT_KEY_BITS)
     hsm.import_tokens.attach_pool(pool)
     assert pool.wait_ready(timeout=60)
     ctx = call_context(new_tenant())
@@ -46,10 +46,8 @@ def test_import_parameters_use_the_pool_and_survive_a_restart(
     params = hsm.external_keys.import_parameters(ctx, key_id, KeyWrapping.OAEP_SHA1)
     assert pool.stats().misses == 0
 
-    hsm.import_tokens.close()  # the worker restarts: its successor destroys this slot's orphans
-    hsm.import_tokens.attach_pool(
-        KeypairPool(hsm_backend, size=0, bits=ext.IMPORT_KEY_BITS, worker=5, workers=8)
-    )
+    hsm.import_tokens.close()  # the process restarts: its successor sweeps for orphans
+    hsm.import_tokens.attach_pool(KeypairPool(hsm_backend, size=0, bits=ext.IMPORT_KEY_BITS))
 
     public = serialization.load_der_public_key(params.public_key_der)
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None)
