@@ -7,7 +7,9 @@ more) source trees, interleaved run by run so the machine's noise falls on every
 Each tree runs as `hsmbridge serve --workers 1` with PYTHONPATH pointing at it (its own throw-away
 token and store), so the server CPU per request read from /proc is one process's, with the
 audit trail on (stdout to a file) exactly as shipped. `--extra-path NAME=DIR` prepends DIR to one
-tree's PYTHONPATH (e.g. libraries being evaluated before they are installed). Prints, per row,
+tree's PYTHONPATH (e.g. libraries being evaluated before they are installed), `--env
+NAME=VAR=VALUE` sets a variable for one tree's daemon (a tree may be given twice under two
+names, to compare settings). Prints, per row,
 each tree's median req/s and median server CPU µs per operation, and the ratio to the first tree.
 Why it exists: `make bench` takes minutes and compares against other servers; a move on the
 request path needs its own before/after, and only same-run comparisons mean anything on this box.
@@ -81,12 +83,17 @@ def main() -> int:
     )
     parser.add_argument("--tree", action="append", required=True, help="NAME=PATH")
     parser.add_argument("--extra-path", action="append", default=[], help="NAME=DIR")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VAR=VALUE for one tree's daemon")
     parser.add_argument("--rows", default="rest-wrap,grpc-wrap")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree)
     extra = dict(e.split("=", 1) for e in args.extra_path)
+    env: dict[str, dict[str, str]] = {}
+    for item in args.env:
+        label, var, value = item.split("=", 2)
+        env.setdefault(label, {})[var] = value
     rows = [r for r in args.rows.split(",") if r]
     for name in rows:
         if name not in ROWS:
@@ -100,7 +107,7 @@ def main() -> int:
             pythonpath = os.pathsep.join(
                 p for p in (extra.get(label), str(Path(path).resolve()), os.environ.get("PYTHONPATH")) if p
             )
-            d = stack.enter_context(Daemon(ws, 1, PYTHONPATH=pythonpath))
+            d = stack.enter_context(Daemon(ws, 1, PYTHONPATH=pythonpath, **env.get(label, {})))
             key_id = create_key(d)
             daemons[label] = (d, key_id, bodies(d, key_id))
         for run in range(args.runs):

@@ -266,7 +266,11 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     uvloop ≈37 µs (../shared/PITFALLS.md). gRPC aio runs on the same uvloop loop as REST: grpc.aio
     drives any asyncio-compatible loop through its C-core poller thread, and the daemon keeps one
     loop for both so each handler still calls the service layer directly, with no hand-off.
+
+    ``HSMBRIDGE_EVENT_LOOP=asyncio`` forces asyncio's loop (to compare, or to rule uvloop out).
     """
+    if os.environ.get("HSMBRIDGE_EVENT_LOOP", "").lower() == "asyncio":
+        return None
     try:
         import uvloop
     except ImportError:

@@ -166,7 +166,7 @@ class BatchCryptoServicer(CryptoServicer):
         method = f"/{self.SERVICE}/CryptoStream"
         metadata = metadata_of(context)
         try:
-            with self.gate.call(
+            async with self.gate.acall(
                 rpc_action(method),
                 lambda: self.authenticator.identify_context(context),
                 lambda: tenant_of(metadata),
@@ -185,9 +185,9 @@ class BatchCryptoServicer(CryptoServicer):
                     except Exception as error:
                         if allowed is not None:  # charged, then refused: it costs one token
                             self.gate.refund(record, allowed.action_class, cost)
-                        self.gate.audit_more(record, action, error)
+                        await self.gate.aaudit_more(record, action, error)
                         raise
-                    self.gate.audit_more(record, action)
+                    await self.gate.aaudit_more(record, action)
                     yield response
         except HsmBridgeError as error:
             await context.abort_with_status(to_status(error))

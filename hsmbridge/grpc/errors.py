@@ -101,7 +101,7 @@ def mapped(handler: H) -> H:
 
         try:
             metadata = metadata_of(context)
-            with self.gate.call(
+            async with self.gate.acall(
                 rpc_action(f"/{self.SERVICE}/{handler.__name__}", request),
                 lambda: self.authenticator.identify_context(context),
                 lambda: tenant_of(metadata),
