@@ -347,6 +347,7 @@ class AuditLog:
         self._failing = False
         self._writer: _GroupCommit | None = None
         self._writer_lock = threading.Lock()
+        self._pending: dict[asyncio.AbstractEventLoop, list[tuple[str, asyncio.Future[None] | None]]] = {}
 
     @property
     def clock(self) -> Callable[[], str]:
@@ -407,9 +408,20 @@ class AuditLog:
                 if self._writer is None:
                     self._writer = _GroupCommit(self)
                 writer = self._writer
-        future = asyncio.get_running_loop().create_future() if wait else None
-        writer.put(line, future)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future() if wait else None
+        # Events of one loop iteration go to the writer together, at the iteration's end: one
+        # lock and one wake-up of the writer per iteration, not per event (waking the thread
+        # per event cost more than the write it saved).
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = []
+            loop.call_soon(self._hand_off, loop, writer)
+        pending.append((line, future))
         return future
+
+    def _hand_off(self, loop: asyncio.AbstractEventLoop, writer: _GroupCommit) -> None:
+        writer.put(self._pending.pop(loop))
 
     def _write_batch(self, lines: list[str]) -> bool:
         """Write a batch (writer thread); True when it was written."""
@@ -465,10 +477,11 @@ class _GroupCommit:
         self._thread.start()
         atexit.register(self.stop)  # what is queued at exit is still written
 
-    def put(self, line: str, future: asyncio.Future[None] | None) -> None:
+    def put(self, events: list[tuple[str, asyncio.Future[None] | None]]) -> None:
         with self._ready:
-            self._queue.append((line, future))
-            if len(self._queue) == 1:  # the writer only ever waits on an empty queue
+            was_empty = not self._queue
+            self._queue.extend(events)
+            if was_empty:  # the writer only ever waits on an empty queue
                 self._ready.notify()
 
     def stop(self) -> None:
