@@ -30,6 +30,7 @@ audited on its own with `audit_more`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,6 +47,10 @@ from hsmbridge.security.ratelimit import RateLimiter
 Transport = Literal["rest", "grpc"]
 
 _CURRENT: ContextVar[CallRecord | None] = ContextVar("hsmbridge_security_call", default=None)
+
+#: `Principal` of an `Identity`: the same few callers call over and over, and encoding their
+#: roles and instances afresh was an allocation-heavy step of every call. Identities are frozen.
+_principal_of = functools.lru_cache(maxsize=4096)(to_principal)
 
 
 def current_call() -> CallRecord | None:
@@ -75,7 +80,7 @@ class CallRecord:
         """The caller, for `CallContext` (available inside the ``with`` block)."""
         if self._principal is None:
             assert self.identity is not None, "principal is only available once admitted"
-            self._principal = to_principal(self.identity)
+            self._principal = _principal_of(self.identity)
         return self._principal
 
     def key(self, key_id: str | None, version: str | None = None) -> None:
