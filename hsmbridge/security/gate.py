@@ -90,6 +90,23 @@ class CallRecord:
             self.key_version = version
 
 
+def _sub_record(
+    record: CallRecord, action: Action, key_id: str | None, key_version: str | None
+) -> CallRecord:
+    """The record of one sub-operation of an admitted call (a stream message)."""
+    return CallRecord(
+        action,
+        record.transport,
+        record.client,
+        record.correlation_id,
+        record.started,
+        identity=record.identity,
+        instance=record.instance,
+        key_id=key_id,
+        key_version=key_version,
+    )
+
+
 class SecurityGate:
     def __init__(
         self,
@@ -178,18 +195,7 @@ class SecurityGate:
         key_version: str | None = None,
     ) -> None:
         """One audit event for a sub-operation (a stream message), timed from the call's start."""
-        sub = CallRecord(
-            action,
-            record.transport,
-            record.client,
-            record.correlation_id,
-            record.started,
-            identity=record.identity,
-            instance=record.instance,
-            key_id=key_id,
-            key_version=key_version,
-        )
-        self._emit(sub, error)
+        self._emit(_sub_record(record, action, key_id, key_version), error)
 
     async def aaudit_more(
         self,
@@ -201,18 +207,7 @@ class SecurityGate:
         key_version: str | None = None,
     ) -> None:
         """`audit_more` on the event loop: a success waits for its event to be written."""
-        sub = CallRecord(
-            action,
-            record.transport,
-            record.client,
-            record.correlation_id,
-            record.started,
-            identity=record.identity,
-            instance=record.instance,
-            key_id=key_id,
-            key_version=key_version,
-        )
-        await self._aemit(sub, error)
+        await self._aemit(_sub_record(record, action, key_id, key_version), error)
 
     def _admit(
         self,
