@@ -1,7 +1,8 @@
 """A bare gRPC echo served the way the daemon serves: a `grpc.aio` server with SO_REUSEPORT and the
 same metrics interceptor, one async unary handler on the event loop that answers a `WrapRequest`
 with a `WrapResponse` carrying the plaintext back. No HSM, no store, no authentication: the floor
-a unary Wrap is compared with (target: Wrap ≥ 0.8× this).
+a unary Wrap is compared with (target: Wrap ≥ 0.8× this). It runs on the daemon's event loop
+(`hsmbridge.daemon.run`: uvloop when installed), so both sides of the ratio pay the same loop.
 
     python -m benchmarks.echo        prints "echo listening on 127.0.0.1:PORT", serves until SIGTERM
 """
@@ -47,5 +48,7 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    from hsmbridge.daemon import run
+
+    run(main())
     sys.exit(0)

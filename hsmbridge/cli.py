@@ -12,7 +12,6 @@ running daemon and live in hsmbridge/ops/, registered below with one call.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -83,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args)
     workers = worker_count(args.workers, cfg)
     if workers == 1:
-        asyncio.run(daemon.serve(cfg))
+        daemon.run(daemon.serve(cfg))
         return 0
     from hsmbridge import supervisor
 
@@ -97,7 +96,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     role = daemon.WorkerRole(args.index, args.count, args.ready_fd, args.lifeline_fd)
-    asyncio.run(daemon.serve(cfg, role=role))
+    daemon.run(daemon.serve(cfg, role=role))
     return 0
 
 
@@ -264,7 +263,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         print(dev_banner(credentials, addresses, cfg, huawei), flush=True)
 
     authenticator = StaticTokenAuthenticator(credentials.tokens())
-    asyncio.run(daemon.serve(cfg, rest_authenticator=authenticator, on_ready=ready, huawei_dev=huawei))
+    daemon.run(daemon.serve(cfg, rest_authenticator=authenticator, on_ready=ready, huawei_dev=huawei))
     return 0
 
 

@@ -25,7 +25,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -288,6 +288,32 @@ def require_safe_listeners(config: Config) -> None:
                 f"{what} would listen in plaintext on {listen}: configure [{what.lower()}.tls], a loopback "
                 "or unix-socket address, or set server.allow_plaintext_remote = true"
             )
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when it is installed (a dependency), else asyncio's own loop.
+
+    Why: on the asyncio loop with h11, uvicorn's HTTP parsing and the loop cost ≈270 µs of CPU per
+    request before any work; with httptools (which uvicorn picks by itself when installed) on
+    uvloop ≈37 µs (../shared/PITFALLS.md). gRPC aio runs on the same uvloop loop as REST: grpc.aio
+    drives any asyncio-compatible loop through its C-core poller thread, and the daemon keeps one
+    loop for both so each handler still calls the service layer directly, with no hand-off.
+
+    ``HSMBRIDGE_EVENT_LOOP=asyncio`` forces asyncio's loop (to compare, or to rule uvloop out).
+    """
+    if os.environ.get("HSMBRIDGE_EVENT_LOOP", "").lower() == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """`asyncio.run` on the daemon's event loop (`event_loop_factory`)."""
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(main)
 
 
 def _url(sock: socket.socket) -> str:

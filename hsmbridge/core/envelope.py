@@ -143,16 +143,42 @@ def associated_data(*, tenant: str, key_id: str, key_version_id: str, aad: Seque
     (["ab", "c"] != ["a", "bc"], [] != [""], tenant/AAD boundaries cannot shift).
     """
     validate_aad(aad)
-    parts = [
-        _AAD_LABEL,
-        bytes((FORMAT_VERSION,)),
-        _lp(_utf8(tenant, "tenant")),
-        _uuid_bytes(key_id, "key_id"),
-        _uuid_bytes(key_version_id, "key_version_id"),
-        _U32.pack(len(aad)),
-    ]
-    parts.extend(_lp(item.encode("utf-8")) for item in aad)
-    return b"".join(parts)
+    return associated_data_prefix(tenant=tenant, key_id=key_id, key_version_id=key_version_id) + _encode_aad(
+        aad
+    )
+
+
+def associated_data_prefix(*, tenant: str, key_id: str, key_version_id: str) -> bytes:
+    """The part of `associated_data` that depends on the context only (a batch computes it once
+    per key): `associated_data(...) == associated_data_prefix(...) + encoded_aad(aad)`."""
+    return b"".join(
+        (
+            _AAD_LABEL,
+            bytes((FORMAT_VERSION,)),
+            _lp(_utf8(tenant, "tenant")),
+            _uuid_bytes(key_id, "key_id"),
+            _uuid_bytes(key_version_id, "key_version_id"),
+        )
+    )
+
+
+def encoded_aad(aad: Sequence[str]) -> bytes:
+    """The caller's AAD list as `associated_data` ends with it, validated (`validate_aad`)."""
+    validate_aad(aad)
+    return _encode_aad(aad)
+
+
+def _encode_aad(aad: Sequence[str]) -> bytes:
+    return _U32.pack(len(aad)) + b"".join(_lp(item.encode("utf-8")) for item in aad)
+
+
+def envelope_header(key_version_id: str) -> bytes:
+    """The bytes every envelope under `key_version_id` starts with: a batch builds each envelope
+    as ``header + iv + ciphertext`` (what `Envelope(...).to_bytes()` gives, without the object)."""
+    version_bytes = _canonical_uuid4_bytes(key_version_id) if isinstance(key_version_id, str) else None
+    if version_bytes is None:
+        raise InternalError("envelope key-version id must be a canonical UUID v4")
+    return bytes((FORMAT_VERSION,)) + version_bytes
 
 
 def validate_plaintext(plaintext: bytes | bytearray) -> None:

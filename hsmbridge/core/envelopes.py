@@ -14,14 +14,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from hsmbridge.core import lifecycle
 from hsmbridge.core.backend import CryptoBackend, KeyRef, wipe
-from hsmbridge.core.envelope import Envelope, associated_data, validate_aad, validate_plaintext
+from hsmbridge.core.envelope import (
+    IV_SIZE,
+    Envelope,
+    associated_data,
+    associated_data_prefix,
+    encoded_aad,
+    envelope_header,
+    validate_aad,
+    validate_plaintext,
+)
 from hsmbridge.core.keys import KeyService
 from hsmbridge.core.model import Key, KeyVersion
 from hsmbridge.core.principal import CallContext
-from hsmbridge.errors import HsmBridgeError, IntegrityError
+from hsmbridge.errors import HsmBridgeError, IntegrityError, InternalError
 
 GENERATED_DEK_BYTES = 32
 
@@ -158,10 +168,34 @@ UnwrapOutcome = UnwrapResult | HsmBridgeError
 RewrapOutcome = RewrapResult | HsmBridgeError
 
 
-def _by_key(items: Sequence[WrapItem] | Sequence[UnwrapItem]) -> dict[str, list[int]]:
+class WrapItemLike(Protocol):
+    """What `BatchEnvelopeService.wrap` reads of an item (a `WrapItem` or a protobuf message)."""
+
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def plaintext(self) -> bytes | None: ...
+    @property
+    def aad(self) -> Sequence[str]: ...
+
+
+class UnwrapItemLike(Protocol):
+    """What unwrap and rewrap read of an item (an `UnwrapItem` or a protobuf message)."""
+
+    @property
+    def key_id(self) -> str: ...
+    @property
+    def ciphertext(self) -> bytes: ...
+    @property
+    def aad(self) -> Sequence[str]: ...
+
+
+def _by_key(
+    items: Sequence[WrapItemLike] | Sequence[UnwrapItemLike], default: str = ""
+) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = {}
     for index, item in enumerate(items):
-        groups.setdefault(item.key_id, []).append(index)
+        groups.setdefault(item.key_id or default, []).append(index)
     return groups
 
 
@@ -172,41 +206,61 @@ class BatchEnvelopeService:
         self._keys = keys
         self._backend = backend
 
-    def wrap(self, ctx: CallContext, items: Sequence[WrapItem]) -> list[WrapOutcome]:
+    def wrap(
+        self, ctx: CallContext, items: Sequence[WrapItemLike], default_key_id: str = ""
+    ) -> list[WrapOutcome]:
+        """`items` may be `WrapItem`s or anything with the same attributes (the gRPC adapter
+        passes its protobuf items as they are); an empty key id or plaintext means
+        `default_key_id` or a generated DEK. Per key: the key, its version, the AAD prefix and
+        the envelope header once; per distinct AAD list: its validation and encoding once."""
         results: list[WrapOutcome | None] = [None] * len(items)
-        for key_id, indexes in _by_key(items).items():
+        aads: dict[tuple[str, ...], bytes | HsmBridgeError] = {}
+        for key_id, indexes in _by_key(items, default_key_id).items():
             try:
                 key = self._keys.get_for_use(ctx, key_id)
                 lifecycle.require_wrap(key)
                 version = self._keys.current_version(ctx, key)
+                header = envelope_header(version.id)
             except HsmBridgeError as error:
                 for index in indexes:
                     results[index] = error
                 continue
+            try:
+                prefix: bytes | HsmBridgeError = associated_data_prefix(
+                    tenant=ctx.tenant, key_id=key.id, key_version_id=version.id
+                )
+            except HsmBridgeError as error:
+                prefix = error  # each item still reports its own AAD or plaintext error first
             generated_count = sum(1 for i in indexes if not items[i].plaintext)
             randomness = (
                 self._backend.random(GENERATED_DEK_BYTES * generated_count) if generated_count else b""
             )
             prepared: list[tuple[int, bytes | bytearray, bytes, bytearray | None]] = []
+            used = 0  # generated DEKs handed out so far
             for index in indexes:
                 item = items[index]
-                try:
-                    validate_aad(item.aad)
-                    generated = None
-                    if item.plaintext:
-                        validate_plaintext(item.plaintext)
-                        plaintext: bytes | bytearray = item.plaintext
-                    else:
-                        start = GENERATED_DEK_BYTES * sum(1 for p in prepared if p[3] is not None)
-                        generated = bytearray(randomness[start : start + GENERATED_DEK_BYTES])
-                        plaintext = generated
-                    ad = associated_data(
-                        tenant=ctx.tenant, key_id=key.id, key_version_id=version.id, aad=item.aad
-                    )
-                except HsmBridgeError as error:
-                    results[index] = error
+                encoded = self._encoded_aad(aads, item.aad)
+                if isinstance(encoded, HsmBridgeError):
+                    results[index] = encoded
                     continue
-                prepared.append((index, plaintext, ad, generated))
+                generated = None
+                plaintext: bytes | bytearray | None = item.plaintext or None
+                if plaintext is not None:
+                    try:
+                        validate_plaintext(plaintext)
+                    except HsmBridgeError as error:
+                        results[index] = error
+                        continue
+                else:
+                    generated = bytearray(randomness[used : used + GENERATED_DEK_BYTES])
+                    plaintext = generated
+                if isinstance(prefix, HsmBridgeError):
+                    wipe(generated)
+                    results[index] = prefix
+                    continue
+                if generated is not None:
+                    used += GENERATED_DEK_BYTES
+                prepared.append((index, plaintext, prefix + encoded, generated))
             try:
                 sealed = self._backend.gcm_encrypt_many(
                     KeyRef(version.id, version.wrapped), [(p[1], p[2]) for p in prepared]
@@ -216,19 +270,43 @@ class BatchEnvelopeService:
                     wipe(generated)
                     results[index] = error
                 continue
+            version_id = version.id
             for (index, _, _, generated), (iv, ciphertext) in zip(prepared, sealed, strict=True):
-                results[index] = WrapResult(
-                    Envelope(version.id, iv, ciphertext).to_bytes(), version.id, generated
-                )
+                if len(iv) != IV_SIZE:
+                    raise InternalError("envelope IV must be 12 bytes")
+                results[index] = WrapResult(header + iv + ciphertext, version_id, generated)
         return results  # type: ignore[return-value]
 
+    @staticmethod
+    def _encoded_aad(
+        cache: dict[tuple[str, ...], bytes | HsmBridgeError], aad: Sequence[str]
+    ) -> bytes | HsmBridgeError:
+        """`encoded_aad(aad)` or its error, once per distinct list in a batch (batches usually
+        share one)."""
+        try:
+            key = tuple(aad) if not isinstance(aad, str | bytes) else None
+            hash(key)
+        except TypeError:
+            key = None
+        encoded = cache.get(key) if key is not None else None
+        if encoded is None:
+            try:
+                encoded = encoded_aad(aad)
+            except HsmBridgeError as error:
+                encoded = error
+            if key is not None:
+                cache[key] = encoded
+        return encoded
+
     def _open_many(
-        self, ctx: CallContext, items: Sequence[UnwrapItem]
+        self, ctx: CallContext, items: Sequence[UnwrapItemLike], default_key_id: str = ""
     ) -> tuple[list[tuple[bytearray, KeyVersion, Key] | HsmBridgeError], dict[str, Key]]:
         opened: list[tuple[bytearray, KeyVersion, Key] | HsmBridgeError | None] = [None] * len(items)
         keys: dict[str, Key] = {}
         pending: list[tuple[int, KeyVersion, Key, Envelope, bytes]] = []
-        for key_id, indexes in _by_key(items).items():
+        aads: dict[tuple[str, ...], bytes | HsmBridgeError] = {}
+        prefixes: dict[str, bytes] = {}
+        for key_id, indexes in _by_key(items, default_key_id).items():
             try:
                 key = self._keys.get_for_use(ctx, key_id)
                 lifecycle.require_unwrap(key)
@@ -239,15 +317,21 @@ class BatchEnvelopeService:
             keys[key_id] = key
             for index in indexes:
                 item = items[index]
+                encoded = self._encoded_aad(aads, item.aad)
+                if isinstance(encoded, HsmBridgeError):
+                    opened[index] = encoded
+                    continue
                 try:
-                    validate_aad(item.aad)
                     envelope = Envelope.parse(item.ciphertext)
                     version = self._keys.version(ctx, envelope.key_version_id)
                     if version is None or version.key_id != key.id:
                         raise IntegrityError("ciphertext is not valid for this key")
-                    ad = associated_data(
-                        tenant=ctx.tenant, key_id=key.id, key_version_id=version.id, aad=item.aad
-                    )
+                    prefix = prefixes.get(version.id)
+                    if prefix is None:
+                        prefix = prefixes[version.id] = associated_data_prefix(
+                            tenant=ctx.tenant, key_id=key.id, key_version_id=version.id
+                        )
+                    ad = prefix + encoded
                 except HsmBridgeError as error:
                     opened[index] = error
                     continue
@@ -262,8 +346,11 @@ class BatchEnvelopeService:
             opened[index] = plaintext if isinstance(plaintext, HsmBridgeError) else (plaintext, version, key)
         return opened, keys  # type: ignore[return-value]
 
-    def unwrap(self, ctx: CallContext, items: Sequence[UnwrapItem]) -> list[UnwrapOutcome]:
-        opened, _ = self._open_many(ctx, items)
+    def unwrap(
+        self, ctx: CallContext, items: Sequence[UnwrapItemLike], default_key_id: str = ""
+    ) -> list[UnwrapOutcome]:
+        """`items`: `UnwrapItem`s or protobuf items as they are (an empty key id: the default)."""
+        opened, _ = self._open_many(ctx, items, default_key_id)
         results: list[UnwrapOutcome] = []
         stale: list[tuple[int, WrapItem]] = []
         for index, outcome in enumerate(opened):
@@ -273,7 +360,8 @@ class BatchEnvelopeService:
             plaintext, version, key = outcome
             results.append(UnwrapResult(plaintext, version.id))
             if version.id != key.current_version_id:
-                stale.append((index, WrapItem(items[index].key_id, bytes(plaintext), items[index].aad)))
+                item = items[index]
+                stale.append((index, WrapItem(item.key_id or default_key_id, bytes(plaintext), item.aad)))
         if stale:
             for (index, _), rewrapped in zip(stale, self.wrap(ctx, [w for _, w in stale]), strict=True):
                 result = results[index]
@@ -282,8 +370,11 @@ class BatchEnvelopeService:
                     result.rewrapped_key_version_id = rewrapped.key_version_id
         return results
 
-    def rewrap(self, ctx: CallContext, items: Sequence[UnwrapItem]) -> list[RewrapOutcome]:
-        opened, _ = self._open_many(ctx, items)
+    def rewrap(
+        self, ctx: CallContext, items: Sequence[UnwrapItemLike], default_key_id: str = ""
+    ) -> list[RewrapOutcome]:
+        """`items`: as for `unwrap`."""
+        opened, _ = self._open_many(ctx, items, default_key_id)
         to_wrap: list[tuple[int, str, WrapItem]] = []
         results: list[RewrapOutcome | None] = [None] * len(items)
         for index, outcome in enumerate(opened):
@@ -291,8 +382,9 @@ class BatchEnvelopeService:
                 results[index] = outcome
                 continue
             plaintext, version, _ = outcome
+            item = items[index]
             to_wrap.append(
-                (index, version.id, WrapItem(items[index].key_id, bytes(plaintext), items[index].aad))
+                (index, version.id, WrapItem(item.key_id or default_key_id, bytes(plaintext), item.aad))
             )
             wipe(plaintext)
         wrapped = self.wrap(ctx, [w for _, _, w in to_wrap]) if to_wrap else []

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Sized
 import grpc
 
 from hsmbridge.core.backend import wipe
-from hsmbridge.core.envelopes import RewrapOutcome, UnwrapItem, UnwrapOutcome, WrapItem, WrapOutcome
+from hsmbridge.core.envelopes import RewrapOutcome, UnwrapOutcome, WrapOutcome
 from hsmbridge.core.principal import CallContext
 from hsmbridge.errors import HsmBridgeError, InternalError, InvalidInput, Reason
 from hsmbridge.grpc.base import ServicerBase
 from hsmbridge.grpc.context import CORRELATION_KEY, metadata_of, tenant_of
-from hsmbridge.grpc.errors import MAX_BATCH_ITEMS, OK_STATUS, batch_cost, mapped, status_proto, to_status
+from hsmbridge.grpc.errors import MAX_BATCH_ITEMS, batch_cost, mapped, status_proto, to_status
 from hsmbridge.security.authz import rpc_action
 from hsmbridge.v1 import crypto_pb2, crypto_pb2_grpc
 
@@ -68,22 +68,19 @@ class CryptoServicer(ServicerBase, crypto_pb2_grpc.CryptoServiceServicer):
 # --- batches and the bulk stream -----------------------------------------------------------------
 
 
-def _wrap_items(request: crypto_pb2.WrapBatchRequest) -> list[WrapItem]:
-    return [WrapItem(i.key_id or request.key_id, i.plaintext or None, list(i.aad)) for i in request.items]
-
-
-def _unwrap_items(request: crypto_pb2.UnwrapBatchRequest | crypto_pb2.RewrapBatchRequest) -> list[UnwrapItem]:
-    return [UnwrapItem(i.key_id or request.key_id, i.ciphertext, list(i.aad)) for i in request.items]
+# Items are read straight from the protobuf request (no per-item copy; an item's empty key id
+# means the batch's). An OK item's status is left unset: an unset google.rpc.Status reads as
+# code 0 = OK in every protobuf runtime, and copying one into each result was 3 µs per item.
 
 
 def wrap_batch_response(outcomes: list[WrapOutcome]) -> crypto_pb2.WrapBatchResponse:
     response = crypto_pb2.WrapBatchResponse()
+    add = response.results.add
     for outcome in outcomes:
-        result = response.results.add()
+        result = add()
         if isinstance(outcome, HsmBridgeError):
             result.status.CopyFrom(status_proto(outcome))
             continue
-        result.status.CopyFrom(OK_STATUS)
         result.response.ciphertext = outcome.ciphertext
         result.response.key_version_id = outcome.key_version_id
         if outcome.generated_plaintext is not None:
@@ -94,12 +91,12 @@ def wrap_batch_response(outcomes: list[WrapOutcome]) -> crypto_pb2.WrapBatchResp
 
 def unwrap_batch_response(outcomes: list[UnwrapOutcome]) -> crypto_pb2.UnwrapBatchResponse:
     response = crypto_pb2.UnwrapBatchResponse()
+    add = response.results.add
     for outcome in outcomes:
-        result = response.results.add()
+        result = add()
         if isinstance(outcome, HsmBridgeError):
             result.status.CopyFrom(status_proto(outcome))
             continue
-        result.status.CopyFrom(OK_STATUS)
         result.response.plaintext = bytes(outcome.plaintext)
         wipe(outcome.plaintext)
         result.response.key_version_id = outcome.key_version_id
@@ -110,12 +107,12 @@ def unwrap_batch_response(outcomes: list[UnwrapOutcome]) -> crypto_pb2.UnwrapBat
 
 def rewrap_batch_response(outcomes: list[RewrapOutcome]) -> crypto_pb2.RewrapBatchResponse:
     response = crypto_pb2.RewrapBatchResponse()
+    add = response.results.add
     for outcome in outcomes:
-        result = response.results.add()
+        result = add()
         if isinstance(outcome, HsmBridgeError):
             result.status.CopyFrom(status_proto(outcome))
             continue
-        result.status.CopyFrom(OK_STATUS)
         result.response.ciphertext = outcome.ciphertext
         result.response.key_version_id = outcome.key_version_id
         result.response.rewrapped_key_version_id = outcome.rewrapped_key_version_id
@@ -138,7 +135,7 @@ class BatchCryptoServicer(CryptoServicer):
     ) -> crypto_pb2.WrapBatchResponse:
         ctx = self.ctx(context)
         _check_size(request.items)
-        return wrap_batch_response(self.services.batches.wrap(ctx, _wrap_items(request)))
+        return wrap_batch_response(self.services.batches.wrap(ctx, request.items, request.key_id))
 
     @mapped
     async def UnwrapBatch(
@@ -146,7 +143,7 @@ class BatchCryptoServicer(CryptoServicer):
     ) -> crypto_pb2.UnwrapBatchResponse:
         ctx = self.ctx(context)
         _check_size(request.items)
-        return unwrap_batch_response(self.services.batches.unwrap(ctx, _unwrap_items(request)))
+        return unwrap_batch_response(self.services.batches.unwrap(ctx, request.items, request.key_id))
 
     @mapped
     async def RewrapBatch(
@@ -154,7 +151,7 @@ class BatchCryptoServicer(CryptoServicer):
     ) -> crypto_pb2.RewrapBatchResponse:
         ctx = self.ctx(context)
         _check_size(request.items)
-        return rewrap_batch_response(self.services.batches.rewrap(ctx, _unwrap_items(request)))
+        return rewrap_batch_response(self.services.batches.rewrap(ctx, request.items, request.key_id))
 
     async def CryptoStream(
         self,
@@ -166,7 +163,7 @@ class BatchCryptoServicer(CryptoServicer):
         method = f"/{self.SERVICE}/CryptoStream"
         metadata = metadata_of(context)
         try:
-            with self.gate.call(
+            async with self.gate.acall(
                 rpc_action(method),
                 lambda: self.authenticator.identify_context(context),
                 lambda: tenant_of(metadata),
@@ -185,9 +182,9 @@ class BatchCryptoServicer(CryptoServicer):
                     except Exception as error:
                         if allowed is not None:  # charged, then refused: it costs one token
                             self.gate.refund(record, allowed.action_class, cost)
-                        self.gate.audit_more(record, action, error)
+                        await self.gate.aaudit_more(record, action, error)
                         raise
-                    self.gate.audit_more(record, action)
+                    await self.gate.aaudit_more(record, action)
                     yield response
         except HsmBridgeError as error:
             await context.abort_with_status(to_status(error))
@@ -207,16 +204,17 @@ class BatchCryptoServicer(CryptoServicer):
         response = crypto_pb2.CryptoStreamResponse(sequence=request.sequence)
         if which == "wrap":
             _check_size(request.wrap.items)
-            response.wrap.CopyFrom(wrap_batch_response(batches.wrap(ctx, _wrap_items(request.wrap))))
+            batch = request.wrap
+            response.wrap.CopyFrom(wrap_batch_response(batches.wrap(ctx, batch.items, batch.key_id)))
         elif which == "unwrap":
             _check_size(request.unwrap.items)
             response.unwrap.CopyFrom(
-                unwrap_batch_response(batches.unwrap(ctx, _unwrap_items(request.unwrap)))
+                unwrap_batch_response(batches.unwrap(ctx, request.unwrap.items, request.unwrap.key_id))
             )
         elif which == "rewrap":
             _check_size(request.rewrap.items)
             response.rewrap.CopyFrom(
-                rewrap_batch_response(batches.rewrap(ctx, _unwrap_items(request.rewrap)))
+                rewrap_batch_response(batches.rewrap(ctx, request.rewrap.items, request.rewrap.key_id))
             )
         else:
             raise InvalidInput(

@@ -100,15 +100,20 @@ def mapped(handler: H) -> H:
     anything else into INTERNAL without leaking its text (it might come from a library that
     printed a buffer)."""
 
+    from hsmbridge.grpc.context import CORRELATION_KEY, metadata_of, tenant_of
+    from hsmbridge.security.authz import rpc_action
+
+    methods: dict[type, str] = {}  # the full method name per servicer class, built once
+
     @functools.wraps(handler)
     async def run(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        from hsmbridge.grpc.context import CORRELATION_KEY, metadata_of, tenant_of
-        from hsmbridge.security.authz import rpc_action
-
         try:
+            method = methods.get(type(self))
+            if method is None:
+                method = methods[type(self)] = f"/{self.SERVICE}/{handler.__name__}"
             metadata = metadata_of(context)
-            with self.gate.call(
-                rpc_action(f"/{self.SERVICE}/{handler.__name__}", request),
+            async with self.gate.acall(
+                rpc_action(method, request),
                 lambda: self.authenticator.identify_context(context),
                 lambda: tenant_of(metadata),
                 transport="grpc",

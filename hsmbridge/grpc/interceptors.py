@@ -10,6 +10,7 @@ histogram observation.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -73,6 +74,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
                     response = inner(request, context)
                     if inspect.isawaitable(response):
                         response = await response
+                except asyncio.CancelledError:
+                    # the client went away (or its deadline passed) while the handler awaited,
+                    # e.g. its audit event's write: a cancellation, not an unknown error
+                    record(method, _code(context, "CANCELLED"), started)
+                    raise
                 except BaseException:
                     record(method, _code(context, "UNKNOWN"), started)
                     raise

@@ -95,6 +95,7 @@ def create_app(
         shapes.register(huawei_api.PATH_PREFIX, _huawei_refusal)
 
     openapi_errors.install(app)
+    actions.install(app)  # innermost: every middleware above still applies to the hot actions
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

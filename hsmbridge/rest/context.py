@@ -109,7 +109,7 @@ def endpoint(
                     st.authenticator.identify_rest(authorization)
                     return await handler(request, *args, **kwargs)
                 client = f"{request.client.host}:{request.client.port}" if request.client else None
-                with st.gate.call(
+                async with st.gate.acall(
                     action,
                     lambda: st.authenticator.identify_rest(authorization),
                     lambda: headers.require_instance(request.headers),

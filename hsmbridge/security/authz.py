@@ -39,6 +39,7 @@ the service-to-service cases its spec documents — and gRPC as PERMISSION_DENIE
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -307,6 +308,7 @@ _ROUTES = sorted(
 )
 
 
+@functools.lru_cache(maxsize=4096)  # a scan of every route's pattern; hot paths repeat
 def endpoint_for(method: str, path: str) -> Endpoint | None:
     """The spec endpoint a concrete request path belongs to (percent-decoded or not)."""
     method = method.upper()

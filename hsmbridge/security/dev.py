@@ -9,6 +9,7 @@ with ``server.dev = true`` (loopback only) use this.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ PRINCIPAL_METADATA = "x-hsmbridge-principal"
 DEFAULT_DEV_PRINCIPAL = "dev"
 
 
+@functools.lru_cache(maxsize=1024)  # one frozen Identity per dev principal, not one per call
 def full_rights(principal: str) -> Identity:
     return Identity(
         principal, instances=None, roles=frozenset({Role.MANAGER.iam_name}), key_purge=True, method="dev"
