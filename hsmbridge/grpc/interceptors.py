@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
+from hsmbridge.grpc.handler_cache import WrappingInterceptor
 from hsmbridge.metrics import Metrics
 
 _OK = "OK"
@@ -32,35 +33,19 @@ def _code(context: grpc.aio.ServicerContext, default: str) -> str:
     return str(code)  # an int from set_code(), rare
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class MetricsInterceptor(WrappingInterceptor):
     """Record `hsmbridge_grpc_server_handled_total` and `hsmbridge_grpc_server_handling_seconds`."""
 
     def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
         self._metrics = metrics
-        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        cached = self._handlers.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._handlers[method] = (handler, wrapped)
-        return wrapped
 
     def _record(self, method: str, code: str, started: float) -> None:
         counter, histogram = self._metrics.grpc_observer(method, code)
         counter.inc()
         histogram.observe(time.perf_counter() - started)
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap_handler(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         record = self._record
         clock = time.perf_counter
         request_streaming = handler.request_streaming
