@@ -60,6 +60,9 @@ class HsmConfig(_Section):
     cache_size: int = Field(1024, ge=1)
     #: OAEP-SHA256 import through raw RSA + software OAEP decoding (SoftHSM2 2.6.1 lacks it)
     oaep_sha256_fallback: bool = True
+    #: pushing keys to cloud KMSs: wrap with RSA-OAEP-SHA256 (and AWS's RSA_AES_KEY_WRAP) in
+    #: software where the token cannot (SoftHSM2 2.6.1); the material is briefly in memory
+    export_software_fallback: bool = True
     #: development: the SoftHSM2 directory whose softhsm2.conf to use (sets SOFTHSM2_CONF)
     softhsm_dir: str | None = "var/softhsm"
     #: pre-generated RSA keypairs (of `import_key_pool_bits`) per worker, so creating an import

@@ -79,6 +79,7 @@ def hsm_settings(config: Config):  # type: ignore[no-untyped-def]
         recovery=RecoveryPolicy(
             max_backoff=config.hsm.recovery_max_backoff, wedged_after=config.hsm.recovery_wedged_after
         ),
+        export_software_fallback=config.hsm.export_software_fallback,
     )
 
 

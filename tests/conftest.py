@@ -64,6 +64,7 @@ def hsm_settings(softhsm_token: dict[str, str]):  # type: ignore[no-untyped-def]
         pool_size=8,
         cache_size=64,
         oaep_sha256_fallback=True,
+        export_software_fallback=True,
     )
 
 

@@ -20,7 +20,9 @@ from dataclasses import fields
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.cmac import CMAC
 from cryptography.hazmat.primitives.keywrap import (
     InvalidUnwrap,
     aes_key_unwrap_with_padding,
@@ -29,6 +31,7 @@ from cryptography.hazmat.primitives.keywrap import (
 
 from hsmbridge.core.backend import (
     Capabilities,
+    ExportWrapping,
     HsmInfo,
     ImportedKey,
     KeyRef,
@@ -47,6 +50,7 @@ from hsmbridge.errors import (
     PermissionDenied,
     Reason,
 )
+from hsmbridge.hsm.export_software import software_wrap
 
 AES_LENGTHS = (16, 24, 32)
 _BAD_IMPORT = "the encrypted key could not be decrypted with the import token"
@@ -245,6 +249,36 @@ class FakeBackend:
             return ImportedKey(self._wrap(MaterialKind.AES, key), nonce)
         finally:
             wipe(key)
+
+    # -- pushing to cloud KMSs ---------------------------------------------------------------------
+
+    def _root_material(self, wrapped: WrappedKey) -> bytearray:
+        kind, material = self._unwrap(wrapped)
+        if kind is not MaterialKind.AES:
+            wipe(material)
+            raise PermissionDenied("only root (AES) key material can be pushed or checked")
+        return material
+
+    def key_check_value(self, wrapped: WrappedKey) -> bytes:
+        material = self._root_material(wrapped)
+        try:
+            mac = CMAC(algorithms.AES(bytes(material)))
+            mac.update(b"\x00" * 16)
+            return mac.finalize()[:3]
+        finally:
+            wipe(material)
+
+    def export_wrappings(self) -> dict[ExportWrapping, bool]:
+        return dict.fromkeys(ExportWrapping, True)
+
+    def wrap_for_export(self, wrapped: WrappedKey, public_key_der: bytes, wrapping: ExportWrapping) -> bytes:
+        public = serialization.load_der_public_key(public_key_der)
+        assert isinstance(public, rsa.RSAPublicKey)
+        material = self._root_material(wrapped)
+        try:
+            return software_wrap(material, public, wrapping)
+        finally:
+            wipe(material)
 
     def close(self) -> None:
         self.cached.clear()

@@ -35,6 +35,16 @@ class KeyWrapping(enum.StrEnum):
     PKCS1_V15 = "pkcs1-v1_5"
 
 
+class ExportWrapping(enum.StrEnum):
+    """How material leaves for a cloud KMS, named as AWS names them (Huawei and Key Protect use
+    the same RSA-OAEP schemes): the target's RSA public key wraps it, inside the HSM."""
+
+    RSAES_OAEP_SHA_1 = "RSAES_OAEP_SHA_1"
+    RSAES_OAEP_SHA_256 = "RSAES_OAEP_SHA_256"
+    #: CKM_RSA_AES_KEY_WRAP's output: RSA-OAEP-SHA256(ephemeral AES key) ‖ RFC 5649(material)
+    RSA_AES_KEY_WRAP_SHA_256 = "RSA_AES_KEY_WRAP_SHA_256"
+
+
 class MaterialKind(enum.StrEnum):
     AES = "aes"  # root keys: usable for AES-GCM, never revealed
     SECRET = "secret"  # standard keys: opaque secrets revealed to authorised callers
@@ -164,6 +174,22 @@ class CryptoBackend(Protocol):
         the caller authenticates the import otherwise, e.g. with a sealed bound token) inside the
         HSM with the import keypair `object_id`, and wrap it for storage. One `IntegrityError` for
         every failure."""
+        ...
+
+    # Pushing material to a cloud KMS (hsmbridge/push/; the HSM side is hsm/export.py).
+    def key_check_value(self, wrapped: WrappedKey) -> bytes:
+        """AES-CMAC of a zero block under the material, first 3 bytes (as HSM vendors show it),
+        computed inside the HSM: lets operators compare material across systems blindly."""
+        ...
+
+    def export_wrappings(self) -> dict[ExportWrapping, bool]:
+        """The wrappings this backend can produce, each True if the HSM does it natively and
+        False if only the configured software fallback can; absent if neither."""
+        ...
+
+    def wrap_for_export(self, wrapped: WrappedKey, public_key_der: bytes, wrapping: ExportWrapping) -> bytes:
+        """Wrap root material for the target's RSA public key (DER SPKI) inside the HSM (or with the
+        documented software fallback, where enabled and the HSM lacks the mechanism)."""
         ...
 
     def close(self) -> None: ...

@@ -44,6 +44,7 @@ from pkcs11 import MGF, Attribute, GCMParams, KeyType, Mechanism, ObjectClass
 
 from hsmbridge.core.backend import (
     Capabilities,
+    ExportWrapping,
     HsmInfo,
     ImportedKey,
     KeyRef,
@@ -65,6 +66,7 @@ from hsmbridge.errors import (
     Unsupported,
 )
 from hsmbridge.hsm import capabilities as capability_probe
+from hsmbridge.hsm import export
 from hsmbridge.hsm.cache import CachedKey, HandleCache, cka_id_for, next_load_id
 from hsmbridge.hsm.errors import Recovery, StaleTokenView, recovery_for, to_domain, transient_recovery
 from hsmbridge.hsm.library import Pkcs11Library
@@ -108,6 +110,9 @@ class Pkcs11Settings:
     iv_block: int = 1024
     #: how the backend recovers from an HSM outage (hsm/recovery.py)
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    #: Compute export wrappings the token lacks (OAEP-SHA256 on SoftHSM2 2.6.1) in software, for
+    #: pushing keys to cloud KMSs (hsm/export.py). Off in production configs.
+    export_software_fallback: bool = False
 
     def __repr__(self) -> str:  # never print the PIN
         return (
@@ -1001,6 +1006,17 @@ class Pkcs11Backend:
             )
         finally:
             wipe(material)
+
+    # -- CryptoBackend: pushing to cloud KMSs (hsm/export.py) ---------------------------------------
+
+    def key_check_value(self, wrapped: WrappedKey) -> bytes:
+        return export.key_check_value(self, wrapped)
+
+    def export_wrappings(self) -> dict[ExportWrapping, bool]:
+        return export.export_wrappings(self)
+
+    def wrap_for_export(self, wrapped: WrappedKey, public_key_der: bytes, wrapping: ExportWrapping) -> bytes:
+        return export.wrap_for_export(self, wrapped, public_key_der, wrapping)
 
     def close(self) -> None:
         self.health.close()
