@@ -1131,6 +1131,7 @@ def test_postgres_schema_uses_bytea_and_byte_order_text(postgres_url: str) -> No
         ("import_tokens", "nonce"),
         ("import_tokens", "public_key_der"),
         ("external_keys", "material_check"),
+        ("push_connections", "sealed_secret"),  # 005
     }
     assert {collation for _, _, kind, collation in rows if kind == "text"} == {"C"}
 

@@ -65,7 +65,7 @@ import json
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -114,6 +114,8 @@ from hsmbridge.core.store.base import (
     RegistrationQuery,
 )
 from hsmbridge.core.store.external import ExternalRows
+from hsmbridge.core.store.migrate import Dialect
+from hsmbridge.core.store.push_records import PushRecordReads, PushRecordWrites, PushStoreReads
 from hsmbridge.errors import (
     AlreadyExists,
     Conflict,
@@ -292,7 +294,7 @@ def _key_filter(tenant: str, query: KeyQuery) -> tuple[str, list[Any]] | None:
 # --- reads and writes on one connection --------------------------------------------------------
 
 
-class _PostgresReader:
+class _PostgresReader(PushRecordReads):
     """Every read, bound to one connection.
 
     Outside a transaction (`locking` false) each method is one statement in autocommit. Inside a
@@ -313,6 +315,22 @@ class _PostgresReader:
 
     def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[DictRow]:
         return self._db().execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+    # push records (migration 005, core/store/push_records.py) --------------------------------
+
+    _push_dialect = Dialect.POSTGRESQL
+
+    @_guarded
+    def _push_one(self, sql: str, params: Mapping[str, Any]) -> Any:
+        return self._db().execute(self._push_sql(sql), params).fetchone()
+
+    @_guarded
+    def _push_all(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
+        return list(self._db().execute(self._push_sql(sql), params).fetchall())
+
+    @_guarded
+    def _push_exec(self, sql: str, params: Mapping[str, Any]) -> int:
+        return int(self._db().execute(self._push_sql(sql), params).rowcount)
 
     def _lock_tenant(self, tenant: str) -> None:
         """Serialise this transaction with every other one that reads this tenant's data."""
@@ -541,7 +559,7 @@ class _PostgresReader:
         return [_row_to_registration(row) for row in rows]
 
 
-class _PostgresTransaction(_PostgresReader):
+class _PostgresTransaction(_PostgresReader, PushRecordWrites):
     """The writer handed out by `PostgresStore.transaction()`; dead once the `with` block ends."""
 
     def __init__(self, conn: _Conn) -> None:
@@ -897,7 +915,7 @@ def _rollback_quietly(conn: _Conn) -> None:
         pass
 
 
-class PostgresStore:
+class PostgresStore(PushStoreReads):
     """`Store` on PostgreSQL. Call `migrate()` once at start-up before anything else.
 
     `url` is a libpq connection URL (``postgresql://user:password@host:port/dbname?sslmode=…``);

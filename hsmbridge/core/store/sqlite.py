@@ -32,7 +32,7 @@ import json
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +80,8 @@ from hsmbridge.core.store.base import (
     RegistrationQuery,
 )
 from hsmbridge.core.store.external import ExternalRows
+from hsmbridge.core.store.migrate import Dialect
+from hsmbridge.core.store.push_records import PushRecordReads, PushRecordWrites, PushStoreReads
 from hsmbridge.errors import (
     AlreadyExists,
     Conflict,
@@ -212,7 +214,7 @@ def _key_filter(tenant: str, query: KeyQuery) -> tuple[str, list[Any]] | None:
 # --- reads and writes on one connection --------------------------------------------------------
 
 
-class _SqliteReader:
+class _SqliteReader(PushRecordReads):
     """Every read, bound to one connection: used by transactions and by the store's own reads."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -227,6 +229,22 @@ class _SqliteReader:
 
     def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return list(self._db().execute(sql, params).fetchall())
+
+    # push records (migration 005, core/store/push_records.py) --------------------------------
+
+    _push_dialect = Dialect.SQLITE
+
+    @_guarded
+    def _push_one(self, sql: str, params: Mapping[str, Any]) -> Any:
+        return self._db().execute(self._push_sql(sql), params).fetchone()
+
+    @_guarded
+    def _push_all(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
+        return list(self._db().execute(self._push_sql(sql), params).fetchall())
+
+    @_guarded
+    def _push_exec(self, sql: str, params: Mapping[str, Any]) -> int:
+        return int(self._db().execute(self._push_sql(sql), params).rowcount)
 
     def _aliases(self, tenant: str, key_ids: Sequence[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {k: [] for k in key_ids}
@@ -435,7 +453,7 @@ class _SqliteReader:
         return [_row_to_registration(row) for row in rows]
 
 
-class _SqliteTransaction(_SqliteReader):
+class _SqliteTransaction(_SqliteReader, PushRecordWrites):
     """The writer handed out by `SqliteStore.transaction()`; dead once the `with` block ends.
 
     Why multi-statement writes (`insert_key`, `purge_key`) use a SAVEPOINT: a caller may catch
@@ -869,7 +887,7 @@ class _SharedConnection:
 # --- the store ---------------------------------------------------------------------------------
 
 
-class SqliteStore:
+class SqliteStore(PushStoreReads):
     """`Store` on SQLite. Call `migrate()` once at start-up before anything else."""
 
     def __init__(self, path: str | Path) -> None:
