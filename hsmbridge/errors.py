@@ -19,6 +19,8 @@ Every layer raises these and only these; each boundary maps them exactly once:
     ├── HsmUnavailable          the HSM cannot serve now (device error, pool exhausted); retry later
     ├── StoreUnavailable        the store cannot serve now (disk full, read-only, database down); retry later
     ├── Unsupported             the HSM or this server lacks the feature
+    ├── CloudError              a cloud KMS refused a push call (its own code in metadata)
+    │   └── CloudUnavailable    a cloud KMS did not answer (refused, timed out, 5xx/429 after retries)
     └── InternalError           a bug or an invariant broken; never the caller's fault
 
 Why a `reason`: clients branch on machine-readable codes, not on prose. Reasons are the `Reason`
@@ -92,6 +94,11 @@ class Reason(enum.StrEnum):
     # faults (issue 15, appended)
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
     BODY_TOO_LARGE = "BODY_TOO_LARGE"
+    # pushing keys to cloud KMSs (hsmbridge/push/); metadata["cloud_code"] carries the cloud's own
+    CLOUD_ERROR = "CLOUD_ERROR"
+    CLOUD_AUTH_FAILED = "CLOUD_AUTH_FAILED"
+    CLOUD_UNAVAILABLE = "CLOUD_UNAVAILABLE"
+    KEY_MATERIAL_MISMATCH = "KEY_MATERIAL_MISMATCH"
 
 
 class HsmBridgeError(Exception):
@@ -176,6 +183,19 @@ class StoreUnavailable(HsmBridgeError):
 
 class Unsupported(HsmBridgeError):
     default_reason = Reason.UNSUPPORTED
+
+
+class CloudError(HsmBridgeError):
+    """A target cloud KMS refused a push call (hsmbridge/push/). `metadata["cloud_code"]` is the
+    cloud's own error code; the message never carries credentials or key material."""
+
+    default_reason = Reason.CLOUD_ERROR
+
+
+class CloudUnavailable(CloudError):
+    """The target did not answer usefully: connection refused, timeout, 5xx or 429 after retries."""
+
+    default_reason = Reason.CLOUD_UNAVAILABLE
 
 
 class InternalError(HsmBridgeError):

@@ -93,6 +93,15 @@ MATRIX = {
     "kms:encryptData": "xxxx-",
     "kms:decryptData": "xxxx-",
     "kms:genRandom": "xxxx-",
+    # cloud push [I]
+    "hsmbridge.push.connections.create": "---x-",
+    "hsmbridge.push.connections.read": "---x-",
+    "hsmbridge.push.connections.delete": "---x-",
+    "hsmbridge.push.connections.test": "---x-",
+    "hsmbridge.push.keys.create": "---x-",
+    "hsmbridge.push.keys.read": "xxxx-",
+    "hsmbridge.push.keys.delete": "---x-",
+    "hsmbridge.push.keys.import": "---x-",
 }
 
 TENANT = "tenant-a"

@@ -45,6 +45,10 @@ class ExportWrapping(enum.StrEnum):
     RSA_AES_KEY_WRAP_SHA_256 = "RSA_AES_KEY_WRAP_SHA_256"
 
 
+#: the configuration key of the software export fallback, named in every error that needs it
+EXPORT_FALLBACK_SETTING = "hsm.export_software_fallback"
+
+
 class MaterialKind(enum.StrEnum):
     AES = "aes"  # root keys: usable for AES-GCM, never revealed
     SECRET = "secret"  # standard keys: opaque secrets revealed to authorised callers

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hsmbridge.core.backend import CryptoBackend
+from hsmbridge.core.check_values import CheckValues
 from hsmbridge.core.clock import Clock, SystemClock
 from hsmbridge.core.envelopes import BatchEnvelopeService, EnvelopeService
 from hsmbridge.core.external_keys import ExternalKeyService
@@ -36,6 +37,7 @@ class Services:
         self.external_keys = ExternalKeyService(
             self.store, self.keys, self.backend, self.clock, self.import_tokens, self.sealer
         )
+        self.check_values = CheckValues(self.backend)
 
     @classmethod
     def build(cls, store: Store, backend: CryptoBackend, clock: Clock | None = None) -> Services:

@@ -36,6 +36,8 @@ _CODES: tuple[tuple[type[e.HsmBridgeError], grpc.StatusCode], ...] = (
     (e.HsmUnavailable, grpc.StatusCode.UNAVAILABLE),
     (e.StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
     (e.Unsupported, grpc.StatusCode.UNIMPLEMENTED),
+    (e.CloudUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (e.CloudError, grpc.StatusCode.FAILED_PRECONDITION),
     (e.InternalError, grpc.StatusCode.INTERNAL),
 )
 _BY_REASON = {

@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pkcs11 import MGF, Attribute, KeyType, Mechanism, ObjectClass
 
-from hsmbridge.core.backend import ExportWrapping, MaterialKind, wipe
+from hsmbridge.core.backend import EXPORT_FALLBACK_SETTING, ExportWrapping, MaterialKind, wipe
 from hsmbridge.core.model import WrappedKey
 from hsmbridge.errors import InvalidInput, PermissionDenied, Unsupported
 from hsmbridge.hsm.export_software import software_wrap
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
     from hsmbridge.hsm.backend import Pkcs11Backend
     from hsmbridge.hsm.pool import PooledSession
 
-FALLBACK_SETTING = "hsm.export_software_fallback"
 KCV_LENGTH = 3
 _OAEP_PARAMS = {
     ExportWrapping.RSAES_OAEP_SHA_1: (Mechanism.SHA_1, MGF.SHA1, None),
@@ -124,7 +123,7 @@ def wrap_for_export(
     available = export_wrappings(backend)
     if wrapping not in available:
         raise Unsupported(
-            f"the HSM cannot wrap key material with {wrapping.value}; enable {FALLBACK_SETTING} to "
+            f"the HSM cannot wrap key material with {wrapping.value}; enable {EXPORT_FALLBACK_SETTING} to "
             "compute it in software (development only, see docs/hsm.md)"
         )
     if not available[wrapping]:

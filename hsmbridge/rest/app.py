@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from hsmbridge.core.services import Services
 from hsmbridge.errors import HsmBridgeError, InvalidInput, NotFound, Reason, Unsupported
+from hsmbridge.push import rest as push_rest
 from hsmbridge.rest import context, headers, openapi_errors
 from hsmbridge.rest.context import RestAuthenticator, RestState, open_gate
 from hsmbridge.rest.errors import Operation
@@ -93,6 +94,7 @@ def create_app(
 
         huawei_api.install(app, services, huawei, app.state.hsmbridge.gate)
         shapes.register(huawei_api.PATH_PREFIX, _huawei_refusal)
+    push_rest.mount(app)  # /api/v1: pushing keys to cloud KMSs (hsmbridge/push/)
 
     openapi_errors.install(app)
     actions.install(app)  # innermost: every middleware above still applies to the hot actions

@@ -157,6 +157,16 @@ _ALL: tuple[Action, ...] = (
             ("genRandom", "gen-random", R, C),
         )
     ),
+    # pushing keys to cloud KMSs (hsmbridge/push/): connections hold cloud credentials, so only
+    # Managers see or change them; any Reader may see which cloud keys hsmbridge feeds [I]
+    _a("hsmbridge.push.connections.create", M, MG, source="I"),
+    _a("hsmbridge.push.connections.read", M, RD, source="I"),
+    _a("hsmbridge.push.connections.delete", M, MG, source="I"),
+    _a("hsmbridge.push.connections.test", M, MG, source="I"),
+    _a("hsmbridge.push.keys.create", M, MG, source="I"),
+    _a("hsmbridge.push.keys.read", R, RD, source="I"),
+    _a("hsmbridge.push.keys.delete", M, MG, source="I"),
+    _a("hsmbridge.push.keys.import", M, MG, source="I"),
 )
 
 #: IAM action name → Action.
