@@ -25,13 +25,16 @@ def from_timestamp(ts: Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-def key_version(version: KeyVersion) -> keys_pb2.KeyVersion:
+def key_version(version: KeyVersion, check_value: str | None = None) -> keys_pb2.KeyVersion:
     return keys_pb2.KeyVersion(
-        id=version.id, number=version.number, create_time=timestamp(version.created_at)
+        id=version.id,
+        number=version.number,
+        create_time=timestamp(version.created_at),
+        key_check_value=check_value or "",
     )
 
 
-def key(value: Key, current: KeyVersion | None = None) -> keys_pb2.Key:
+def key(value: Key, current: KeyVersion | None = None, check_value: str | None = None) -> keys_pb2.Key:
     message = keys_pb2.Key(
         id=value.id,
         name=value.name,
@@ -52,7 +55,7 @@ def key(value: Key, current: KeyVersion | None = None) -> keys_pb2.Key:
     )
     message.current_version.id = value.current_version_id
     if current is not None:
-        message.current_version.CopyFrom(key_version(current))
+        message.current_version.CopyFrom(key_version(current, check_value))
     return message
 
 

@@ -37,7 +37,8 @@ class KeyServicer(ServicerBase, keys_pb2_grpc.KeyServiceServicer):
     SERVICE = "hsmbridge.v1.KeyService"
 
     def _key(self, ctx: CallContext, key: Key) -> keys_pb2.Key:
-        return convert.key(key, self.services.keys.version(ctx, key.current_version_id))
+        current = self.services.keys.version(ctx, key.current_version_id)
+        return convert.key(key, current, self.services.check_values.of(current) if current else None)
 
     @mapped
     async def CreateKey(
@@ -152,7 +153,6 @@ class KeyServicer(ServicerBase, keys_pb2_grpc.KeyServiceServicer):
     ) -> keys_pb2.ListKeyVersionsResponse:
         ctx = self.ctx(context)
         versions = self.services.keys.versions(ctx, request.key_id)
-        return keys_pb2.ListKeyVersionsResponse(versions=[convert.key_version(v) for v in versions])
 
     # -- bring-your-own-key (core/external_keys.py) -----------------------------------------------
 
@@ -210,3 +210,5 @@ class KeyServicer(ServicerBase, keys_pb2_grpc.KeyServiceServicer):
         ctx = self.ctx(context)
         view = await asyncio.to_thread(self.services.external_keys.delete_material, ctx, request.key_id)
         return self._external(ctx, view)
+        check = self.services.check_values.of
+        return keys_pb2.ListKeyVersionsResponse(versions=[convert.key_version(v, check(v)) for v in versions])

@@ -33,14 +33,16 @@ OAEP_HASH_SHA1: OaepHash
 OAEP_HASH_SHA256: OaepHash
 
 class KeyVersion(_message.Message):
-    __slots__ = ("id", "number", "create_time")
+    __slots__ = ("id", "number", "create_time", "key_check_value")
     ID_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    KEY_CHECK_VALUE_FIELD_NUMBER: _ClassVar[int]
     id: str
     number: int
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., number: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    key_check_value: str
+    def __init__(self, id: _Optional[str] = ..., number: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., key_check_value: _Optional[str] = ...) -> None: ...
 
 class Key(_message.Message):
     __slots__ = ("id", "name", "description", "extractable", "imported", "state", "key_ring", "aliases", "bit_length", "current_version", "create_time", "created_by", "update_time", "rotate_time", "expire_time", "delete_time", "deleted_by")
