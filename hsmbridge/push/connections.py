@@ -84,10 +84,18 @@ def _text(body: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
-def split_fields(cloud: str, body: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+def split_fields(cloud: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """(settings, secrets) of a create request; 400 naming the first bad or missing field."""
     spec = FIELDS[require_cloud(cloud)]
-    known = {"name", "cloud", *spec.required, *spec.optional, *spec.secret_one_of, *spec.secret_optional}
+    known = {
+        "name",
+        "cloud",
+        "timeout",
+        *spec.required,
+        *spec.optional,
+        *spec.secret_one_of,
+        *spec.secret_optional,
+    }
     unknown = sorted(set(body) - known)
     if unknown:
         raise InvalidInput(
@@ -95,7 +103,7 @@ def split_fields(cloud: str, body: Mapping[str, Any]) -> tuple[dict[str, str], d
             reason=Reason.INVALID_FIELD,
             target=unknown[0],
         )
-    settings: dict[str, str] = {}
+    settings: dict[str, Any] = {}
     for name in (*spec.required, *spec.optional):
         value = _text(body, name)
         if value is None:
@@ -110,6 +118,11 @@ def split_fields(cloud: str, body: Mapping[str, Any]) -> tuple[dict[str, str], d
                 raise InvalidInput(f"{name} must be an http(s) URL", reason=Reason.INVALID_FIELD, target=name)
             value = value.rstrip("/")
         settings[name] = value
+    timeout = body.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0.1 <= timeout <= 120:
+            raise InvalidInput("timeout must be 0.1-120 seconds", reason=Reason.INVALID_FIELD, target="timeout")
+        settings["timeout"] = float(timeout)
     secrets = {
         n: v for n in (*spec.secret_one_of, *spec.secret_optional) if (v := _text(body, n)) is not None
     }

@@ -37,6 +37,9 @@ from hsmbridge.push.connections import ConnectionService, require_cloud
 from hsmbridge.push.expiry import expiry_from
 
 SOURCE_TIERS = ("local",)
+#: bytes of AES material each cloud imports: Key Protect root keys 128/192/256-bit, AWS
+#: SYMMETRIC_DEFAULT and Huawei AES_256 only 256-bit
+MATERIAL_LENGTHS = {"ibm": (16, 24, 32), "aws": (32,), "huawei": (32,)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +213,15 @@ class PushService:
         if record.local_key_id == key.id and record.local_version_id:
             version = keys.version(ctx, record.local_version_id)
         version = version or keys.current_version(ctx, key)
+        lengths = MATERIAL_LENGTHS[record.cloud]
+        if version.wrapped.length not in lengths:
+            bits = "/".join(str(n * 8) for n in lengths)
+            raise InvalidInput(
+                f"{record.cloud} imports only {bits}-bit keys; "
+                f"{key.name!r} is {version.wrapped.length * 8}-bit",
+                reason=Reason.INVALID_FIELD,
+                target="source_key_identifier",
+            )
         kcv = self._services.check_values.of(version) or ""
         if record.kcv is not None and record.kcv != kcv:
             raise Conflict(

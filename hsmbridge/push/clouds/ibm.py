@@ -58,9 +58,8 @@ class KeyProtectClient:
     creates_with_material = True
     params_name = "ibm_param"
 
-    def __init__(
-        self, settings: Mapping[str, Any], secrets: Mapping[str, str], *, timeout: float = DEFAULT_TIMEOUT
-    ) -> None:
+    def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
+        timeout = float(settings.get("timeout") or DEFAULT_TIMEOUT)
         self._url = str(settings["url"])
         self._instance = str(settings["instance_id"])
         self._iam_url = str(settings.get("iam_url") or DEFAULT_IAM_URL)
