@@ -93,6 +93,7 @@ class AwsKmsServer:
         self.delay = 0.0
         #: seconds added to the server's clock, so a test moves it past ValidTo instead of waiting
         self.clock_offset = 0.0
+        self._wrapping_keys: dict[int, rsa.RSAPrivateKey] = {}
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
@@ -276,7 +277,7 @@ class AwsKmsServer:
             raise KmsError(
                 "ValidationException", "1 validation error detected: WrappingAlgorithm or WrappingKeySpec"
             )
-        private = rsa.generate_private_key(public_exponent=65537, key_size=size)
+        private = self._wrapping_key(size)
         token = os.urandom(64)
         valid_to = self.now() + 24 * 3600
         key.tokens[token] = (private, str(algorithm), valid_to)
@@ -324,6 +325,13 @@ class AwsKmsServer:
         key.expiration_model, key.state = model, "Enabled"
         del key.tokens[token]
         return {}
+
+    def _wrapping_key(self, size: int) -> rsa.RSAPrivateKey:
+        """One key pair per size for the server's life (AWS makes one per call; RSA-4096 keygen
+        costs seconds on a loaded 2-core box, and each token still binds its own key and expiry)."""
+        if size not in self._wrapping_keys:
+            self._wrapping_keys[size] = rsa.generate_private_key(public_exponent=65537, key_size=size)
+        return self._wrapping_keys[size]
 
     @staticmethod
     def _decrypt_material(private: rsa.RSAPrivateKey, algorithm: str, encrypted: bytes) -> bytes:

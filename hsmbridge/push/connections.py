@@ -121,7 +121,9 @@ def split_fields(cloud: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], d
     timeout = body.get("timeout")
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0.1 <= timeout <= 120:
-            raise InvalidInput("timeout must be 0.1-120 seconds", reason=Reason.INVALID_FIELD, target="timeout")
+            raise InvalidInput(
+                "timeout must be 0.1-120 seconds", reason=Reason.INVALID_FIELD, target="timeout"
+            )
         settings["timeout"] = float(timeout)
     secrets = {
         n: v for n in (*spec.secret_one_of, *spec.secret_optional) if (v := _text(body, n)) is not None

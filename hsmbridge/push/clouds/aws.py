@@ -14,6 +14,7 @@ exponential backoff with jitter); timeouts are explicit. Errors keep AWS's own c
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -60,6 +61,11 @@ _AUTH_CODES = frozenset(
         "InvalidClientTokenId",
     }
 )
+#: One session for the process: it loads and caches KMS's service model once (a fresh session
+#: per client costs about half a second); credentials are given to each client explicitly, so the
+#: session's own credential chain (environment, ~/.aws) is never consulted.
+_SESSION = boto3.session.Session()
+_SESSION_LOCK = threading.Lock()
 #: AWS's view keys renamed as the seed's aws_param shows them
 _RENAMES = {"KeyId": "KeyID"}
 
@@ -81,22 +87,21 @@ class AwsKmsClient:
     def __init__(self, settings: Mapping[str, Any], secrets: Mapping[str, str]) -> None:
         timeout = float(settings.get("timeout") or DEFAULT_TIMEOUT)
         self.region = str(settings["region"])
-        session = boto3.session.Session(
-            aws_access_key_id=str(settings["access_key_id"]),
-            aws_secret_access_key=secrets["secret_access_key"],
-            aws_session_token=secrets.get("session_token"),
-            region_name=self.region,
-        )
-        self._kms = session.client(
-            "kms",
-            endpoint_url=settings.get("endpoint") or None,
-            config=Config(
-                connect_timeout=timeout,
-                read_timeout=timeout,
-                retries={"mode": "standard", "max_attempts": DEFAULT_ATTEMPTS},
-                user_agent_extra="hsmbridge-push",
-            ),
-        )
+        with _SESSION_LOCK:  # a boto3 session is not thread-safe; its clients are
+            self._kms = _SESSION.client(
+                "kms",
+                region_name=self.region,
+                endpoint_url=settings.get("endpoint") or None,
+                aws_access_key_id=str(settings["access_key_id"]),
+                aws_secret_access_key=secrets["secret_access_key"],
+                aws_session_token=secrets.get("session_token"),
+                config=Config(
+                    connect_timeout=timeout,
+                    read_timeout=timeout,
+                    retries={"mode": "standard", "max_attempts": DEFAULT_ATTEMPTS},
+                    user_agent_extra="hsmbridge-push",
+                ),
+            )
 
     def __repr__(self) -> str:  # never the credentials
         return f"AwsKmsClient(region={self.region!r})"
