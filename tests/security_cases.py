@@ -27,6 +27,7 @@ from hsmbridge.security.authz import (
     rpc_action,
 )
 from hsmbridge.v1 import crypto_pb2, hsm_pb2, import_tokens_pb2, keys_pb2
+from hsmbridge.v1 import push_pb2 as P
 
 
 def allowed(caller: Caller, action: Action) -> bool:
@@ -205,6 +206,7 @@ class RpcCase:
             "CryptoService": "crypto",
             "ImportTokenService": "tokens",
             "HsmService": "hsm",
+            "PushService": "push",
         }[self.method.removeprefix(SERVICE).split("/")[0]]
 
     @property
@@ -294,6 +296,19 @@ REQUESTS: dict[str, dict[str, Callable[[str, bytes], Any]]] = {
     "ImportTokenService/GetImportParameters": {
         "": lambda k, c: import_tokens_pb2.GetImportParametersRequest(key_id=k)
     },
+    # cloud push: requests the handler answers without any cloud (not found, or invalid)
+    "PushService/CreateConnection": {"": lambda k, c: P.CreateConnectionRequest(name="matrix", cloud="aws")},
+    "PushService/ListConnections": {"": lambda k, c: P.ListConnectionsRequest()},
+    "PushService/GetConnection": {"": lambda k, c: P.GetConnectionRequest(connection="matrix-none")},
+    "PushService/DeleteConnection": {"": lambda k, c: P.DeleteConnectionRequest(connection="matrix-none")},
+    "PushService/TestConnection": {"": lambda k, c: P.TestConnectionRequest(connection="matrix-none")},
+    "PushService/CreateCloudKey": {
+        "": lambda k, c: P.CreateCloudKeyRequest(cloud="aws", connection="matrix-none")
+    },
+    "PushService/ListCloudKeys": {"": lambda k, c: P.ListCloudKeysRequest(cloud="aws")},
+    "PushService/GetCloudKey": {"": lambda k, c: P.GetCloudKeyRequest(cloud="aws", id="matrix-none")},
+    "PushService/DeleteCloudKey": {"": lambda k, c: P.DeleteCloudKeyRequest(cloud="aws", id="matrix-none")},
+    "PushService/ImportMaterial": {"": lambda k, c: P.ImportMaterialRequest(cloud="aws", id="matrix-none")},
 }
 
 

@@ -57,6 +57,7 @@ from hsmbridge.v1 import (
     hsm_pb2_grpc,
     import_tokens_pb2_grpc,
     keys_pb2_grpc,
+    push_pb2_grpc,
 )
 
 INSTANCE_A = "instance-a-3f1c"
@@ -276,6 +277,7 @@ class Stubs:
         self.crypto = crypto_pb2_grpc.CryptoServiceStub(channel)
         self.tokens = import_tokens_pb2_grpc.ImportTokenServiceStub(channel)
         self.hsm = hsm_pb2_grpc.HsmServiceStub(channel)
+        self.push = push_pb2_grpc.PushServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
 
 

@@ -36,7 +36,7 @@ from security_support import (
     snapshot,
 )
 
-from hsmbridge.v1 import crypto_pb2, keys_pb2
+from hsmbridge.v1 import crypto_pb2, keys_pb2, push_pb2
 
 pytest_plugins = ("security_fixtures",)
 pytestmark = pytest.mark.softhsm
@@ -51,6 +51,9 @@ KEYLESS_RPCS = {
     "ImportTokenService/CreateImportToken",
     "ImportTokenService/GetImportToken",
     "HsmService/GetHsmInfo",
+    # the cloud push names connections and cloud keys, not keys; their records are tenant-scoped
+    # by the store (tests/test_push_store.py) and the push tests use one instance per module
+    *(f"PushService/{m}" for m in push_pb2.DESCRIPTOR.services_by_name["PushService"].methods_by_name),
 }
 KEY_REST_CASES = [c for c in REST_CASES if c.needs_key]
 KEY_RPC_CASES = [c for c in RPC_CASES if c.method.removeprefix("/hsmbridge.v1.") not in KEYLESS_RPCS]

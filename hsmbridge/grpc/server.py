@@ -18,6 +18,7 @@ from hsmbridge.grpc.import_tokens import ImportTokenServicer
 from hsmbridge.grpc.keys import KeyServicer
 from hsmbridge.grpc.limits import MESSAGE_SIZE_OPTIONS
 from hsmbridge.grpc.malformed import MalformedMessageInterceptor
+from hsmbridge.push import grpc as push_grpc
 from hsmbridge.security.gate import SecurityGate
 from hsmbridge.v1 import (
     crypto_pb2,
@@ -68,6 +69,7 @@ def build_server(
         ImportTokenServicer(services, authenticator, gate), server
     )
     hsm_pb2_grpc.add_HsmServiceServicer_to_server(HsmServicer(services, authenticator, gate), server)
+    names.append(push_grpc.register(server, services, authenticator, gate))  # hsmbridge/push/
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -34,9 +34,9 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 class CloudFields:
     required: tuple[str, ...]
     optional: tuple[str, ...] = ()
-    #: secret fields: at least one of `secret_one_of` is required, the rest are optional
-    secret_one_of: tuple[str, ...] = ()
-    secret_optional: tuple[str, ...] = ()
+    #: secret fields: at least one of `sealed_one_of` is required, the rest are optional
+    sealed_one_of: tuple[str, ...] = ()
+    sealed_optional: tuple[str, ...] = ()
     urls: tuple[str, ...] = ()
 
 
@@ -44,20 +44,20 @@ FIELDS: Mapping[str, CloudFields] = {
     "ibm": CloudFields(
         required=("url", "instance_id"),
         optional=("iam_url",),
-        secret_one_of=("bearer_token", "api_key"),
+        sealed_one_of=("bearer_token", "api_key"),
         urls=("url", "iam_url"),
     ),
     "aws": CloudFields(
         required=("region", "access_key_id"),
         optional=("endpoint",),
-        secret_one_of=("secret_access_key",),
-        secret_optional=("session_token",),
+        sealed_one_of=("secret_access_key",),
+        sealed_optional=("session_token",),
         urls=("endpoint",),
     ),
     "huawei": CloudFields(
         required=("endpoint", "project_id", "access_key"),
         optional=("region",),
-        secret_one_of=("secret_key",),
+        sealed_one_of=("secret_key",),
         urls=("endpoint",),
     ),
 }
@@ -93,8 +93,8 @@ def split_fields(cloud: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], d
         "timeout",
         *spec.required,
         *spec.optional,
-        *spec.secret_one_of,
-        *spec.secret_optional,
+        *spec.sealed_one_of,
+        *spec.sealed_optional,
     }
     unknown = sorted(set(body) - known)
     if unknown:
@@ -126,13 +126,13 @@ def split_fields(cloud: str, body: Mapping[str, Any]) -> tuple[dict[str, Any], d
             )
         settings["timeout"] = float(timeout)
     secrets = {
-        n: v for n in (*spec.secret_one_of, *spec.secret_optional) if (v := _text(body, n)) is not None
+        n: v for n in (*spec.sealed_one_of, *spec.sealed_optional) if (v := _text(body, n)) is not None
     }
-    if not any(n in secrets for n in spec.secret_one_of):
+    if not any(n in secrets for n in spec.sealed_one_of):
         raise InvalidInput(
-            f"a {cloud} connection needs {' or '.join(spec.secret_one_of)}",
+            f"a {cloud} connection needs {' or '.join(spec.sealed_one_of)}",
             reason=Reason.MISSING_FIELD,
-            target=spec.secret_one_of[0],
+            target=spec.sealed_one_of[0],
         )
     return settings, secrets
 

@@ -276,6 +276,16 @@ RPC_ACTIONS: Mapping[str, str] = {
     _SERVICE + "KeyService/ImportKeyMaterial": "kms:importKeyMaterial",
     _SERVICE + "KeyService/DeleteKeyMaterial": "kms:deleteImportedKeyMaterial",
     _SERVICE + "ImportTokenService/GetImportParameters": "kms:getParametersForImport",
+    _SERVICE + "PushService/CreateConnection": "hsmbridge.push.connections.create",
+    _SERVICE + "PushService/ListConnections": "hsmbridge.push.connections.read",
+    _SERVICE + "PushService/GetConnection": "hsmbridge.push.connections.read",
+    _SERVICE + "PushService/DeleteConnection": "hsmbridge.push.connections.delete",
+    _SERVICE + "PushService/TestConnection": "hsmbridge.push.connections.test",
+    _SERVICE + "PushService/CreateCloudKey": "hsmbridge.push.keys.create",
+    _SERVICE + "PushService/ListCloudKeys": "hsmbridge.push.keys.read",
+    _SERVICE + "PushService/GetCloudKey": "hsmbridge.push.keys.read",
+    _SERVICE + "PushService/DeleteCloudKey": "hsmbridge.push.keys.delete",
+    _SERVICE + "PushService/ImportMaterial": "hsmbridge.push.keys.import",
 }
 _SET_KEY_STATE = _SERVICE + "KeyService/SetKeyState"
 _KEY_STATE_ACTIVE = 1  # keys.proto KeyState.KEY_STATE_ACTIVE
