@@ -23,6 +23,7 @@ from typing import Any
 from hsmbridge import config as config_module
 from hsmbridge import softhsm
 from hsmbridge.errors import HsmBridgeError, InvalidInput
+from hsmbridge.push import cli as push_cli
 
 
 def _config(args: argparse.Namespace) -> config_module.Config:
@@ -433,6 +434,7 @@ def parser() -> argparse.ArgumentParser:
     from hsmbridge import ops  # the operator CLI over gRPC: keys, wrap, unwrap, import-token, rewrap
 
     ops.register(sub)
+    push_cli.register(sub)  # `hsmbridge push ...` (hsmbridge/push/cli.py)
     return p
 
 

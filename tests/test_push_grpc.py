@@ -4,6 +4,10 @@ one AWS computes from the material it decrypted are the same."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import grpc
@@ -87,5 +91,64 @@ def test_connection_cloud_key_and_import_over_grpc(daemon: Daemon) -> None:
                     push_pb2.DeleteConnectionRequest(connection="aws-grpc"), metadata=TENANT
                 )
             assert in_use.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    finally:
+        aws.stop()
+
+
+def cli(daemon: Daemon, *args: str, **env: str) -> dict:  # type: ignore[type-arg]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("HSMBRIDGE_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "hsmbridge.cli", "push", *args],
+        env={
+            **environ,
+            "HSMBRIDGE_GRPC_ADDRESS": daemon.address,
+            "HSMBRIDGE_TENANT": "push-cli-tenant",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def test_the_cli_pushes_with_the_secret_from_the_environment_never_the_command_line(daemon: Daemon) -> None:
+    aws = AwsKmsServer("us-east-2").start()
+    try:
+        conn = cli(
+            daemon,
+            "connection",
+            "create",
+            "--cloud",
+            "aws",
+            "--name",
+            "cli-aws",
+            "--set",
+            f"endpoint={aws.url}",
+            "--set",
+            "region=us-east-2",
+            "--set",
+            f"access_key_id={ACCESS_KEY_ID}",
+            "--secret-env",
+            "secret_access_key=PUSH_TEST_AWS_SECRET",
+            PUSH_TEST_AWS_SECRET=SECRET_ACCESS_KEY,
+        )
+        assert conn["secrets_set"] == ["secret_access_key"] and SECRET_ACCESS_KEY not in json.dumps(conn)
+        assert cli(daemon, "connection", "test", "cli-aws")["ok"] is True
+        key = cli(daemon, "key", "create", "--cloud", "aws", "--connection", "cli-aws", "--name", "cli")
+        pushed = cli(
+            daemon,
+            "import-material",
+            "--cloud",
+            "aws",
+            key["id"],
+            "--valid-to",
+            "2999-01-01T00:00:00.000000001Z",
+        )
+        assert pushed["cloud_params"]["ExpirationModel"] == "KEY_MATERIAL_EXPIRES"
+        assert pushed["valid_to"] == "2999-01-01T00:00:00.000000001Z"
+        assert aws.material_check_value(pushed["kms_id"]) == pushed["key_check_value"]
     finally:
         aws.stop()
