@@ -95,6 +95,8 @@ def test_push_creates_an_imported_root_key_with_the_same_check_value(
     kcv = source_check_value(source, local["id"])
     assert body["key_check_value"] == kcv and len(kcv) == 6
     assert target_check_value(dev_daemon, body["kms_id"]) == kcv
+    # the target's Key Protect metadata shows it too (an extra field the SDKs ignore)
+    assert params["keyVersion"]["keyCheckValue"] == kcv
     # the target's data keys, wrapped now, must survive delete-and-reimport later
     dek = os.urandom(32)
     with target_http(dev_daemon) as kp:

@@ -119,6 +119,19 @@ def render(
     )
 
 
+def with_check_value(
+    request: Request, ctx: CallContext, key: Key, resource: dict[str, Any]
+) -> dict[str, Any]:
+    """hsmbridge's extra `keyVersion.keyCheckValue` (AES-CMAC KCV, computed in the HSM) on root
+    keys: unknown fields are ignored by the official SDKs (the Python SDK's models read known
+    keys only, Go's encoding/json skips unknown ones), and it lets operators compare material."""
+    if key.is_root and "creationDate" in resource.get("keyVersion", {}):
+        version = services(request).keys.version(ctx, key.current_version_id)
+        if version is not None:
+            resource["keyVersion"]["keyCheckValue"] = services(request).check_values.of(version)
+    return resource
+
+
 def key_response(
     request: Request, resource: Mapping[str, Any], *, status: int = 200, media_type: str | None = None
 ) -> Response:
@@ -367,7 +380,7 @@ async def get_key(request: Request, id: str) -> Response:
             return key_response(request, render(request, key, payload=material))
         finally:
             wipe(material)
-    return key_response(request, render(request, key))
+    return key_response(request, with_check_value(request, ctx, key, render(request, key)))
 
 
 @router.get(
@@ -378,7 +391,8 @@ async def get_key(request: Request, id: str) -> Response:
 @endpoint(Operations.GET_KEY_METADATA)
 async def get_key_metadata(request: Request, id: str) -> Response:
     ctx = call_context(request)
-    return key_response(request, render(request, resolve_key(request, ctx, id)))
+    key = resolve_key(request, ctx, id)
+    return key_response(request, with_check_value(request, ctx, key, render(request, key)))
 
 
 # --- E7 update ----------------------------------------------------------------------------------------
@@ -516,7 +530,7 @@ async def list_key_versions(request: Request, id: str) -> Response:
     page = listing.paginate(versions, query.limit, query.offset)
     body = collection(
         CollectionType.KEY_VERSION,
-        [render_version(version) for version in page],
+        [render_version(version, services(request).check_values.of(version)) for version in page],
         total_count=len(versions) if query.total_count else None,
     )
     return json(request, body)

@@ -170,9 +170,13 @@ def render_minimal_key(key: Key) -> dict[str, Any]:
     return {"id": key.id}
 
 
-def render_version(version: KeyVersion) -> dict[str, Any]:
-    """One E12 entry: ``{"id", "creationDate"}``."""
-    return {"id": version.id, "creationDate": format_timestamp(version.created_at)}
+def render_version(version: KeyVersion, check_value: str | None = None) -> dict[str, Any]:
+    """One E12 entry: ``{"id", "creationDate"}``, plus hsmbridge's ``keyCheckValue`` for root
+    keys (an extra field the official SDKs ignore)."""
+    out = {"id": version.id, "creationDate": format_timestamp(version.created_at)}
+    if check_value is not None:
+        out["keyCheckValue"] = check_value
+    return out
 
 
 def public_key_pem(public_key_der: bytes) -> str:
