@@ -230,7 +230,7 @@ class KeyProtectClient:
         body = self._send(
             "create key", "POST", self._api("keys"), json=_collection(resource), idempotent=False
         )
-        return self._view(body["resources"][0])
+        return self.describe(str(body["resources"][0]["id"]))  # the metadata view, as a sync shows it
 
     def import_material(
         self, kms_id: str, params: ImportParameters, material: WrappedMaterial, expiry: Expiry | None
