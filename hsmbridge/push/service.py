@@ -196,6 +196,7 @@ class PushService:
             keys = self._services.keys
             key = keys.create(ctx, KeySpec(name=f"cckm-{record.cloud}-{record.id[:8]}"))
             version = keys.current_version(ctx, key)
+            ctx.used(key.id, version.id)
             return _Source(key, version, self._services.check_values.of(version) or "", True)
         key = self._local_key(ctx, ident)
         if key.extractable:
@@ -231,6 +232,7 @@ class PushService:
                 reason=Reason.KEY_MATERIAL_MISMATCH,
                 target="source_key_identifier",
             )
+        ctx.used(key.id, version.id)  # the audit event names the source key and version
         return _Source(key, version, kcv, False)
 
     def _local_key(self, ctx: CallContext, ident: str) -> Key:
