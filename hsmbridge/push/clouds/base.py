@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from hsmbridge.core.backend import EXPORT_FALLBACK_SETTING, ExportWrapping
-from hsmbridge.errors import CloudError, CloudUnavailable, Reason
+from hsmbridge.errors import CloudError, CloudUnavailable, Reason, Unsupported
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -118,10 +118,9 @@ def choose_wrapping(
         for wrapping in preferred:
             if available.get(wrapping) is native:
                 return wrapping
-    raise CloudError(
+    raise Unsupported(
         f"{cloud} accepts only {', '.join(w.value for w in preferred)}, which this HSM cannot produce; "
-        f"enable {EXPORT_FALLBACK_SETTING} for development tokens",
-        reason=Reason.UNSUPPORTED,
+        f"enable {EXPORT_FALLBACK_SETTING} for development tokens"
     )
 
 
