@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 import time
 import uuid
 from typing import Any
@@ -142,6 +143,58 @@ def test_other_tiers_and_bad_input_are_400_listing_what_is_supported(source: Sou
         answer = source.post(url, json={"source_key_identifier": "payments-root", **body}, headers=source.h())
         assert answer.status_code == 400, answer.text
         assert answer.json()["target"] == target
+
+
+def test_valid_to_becomes_key_protects_expiration_date_at_creation(source: Source) -> None:
+    source.local_key("expiring-root")
+    valid_to = "2031-06-01T12:00:00.987654321Z"
+    pushed = source.post(
+        "/api/v1/cckm/ibm/keys",
+        json={
+            "connection": "kp-target",
+            "name": "expiring",
+            "source_key_identifier": "expiring-root",
+            "key_expiration": True,
+            "valid_to": valid_to,
+        },
+        headers=source.h(),
+    )
+    assert pushed.status_code == 201, pushed.text
+    body = pushed.json()
+    assert body["ibm_param"]["expirationDate"] == "2031-06-01T12:00:00Z"  # Key Protect: seconds
+    assert body["valid_to"] == valid_to and body["key_expiration"] is True
+
+
+def test_bad_credentials_and_a_target_that_is_down_record_nothing(source: Source, dev_daemon: Daemon) -> None:
+    wrong = source.connect(
+        name="kp-wrong-token",
+        cloud="ibm",
+        url=dev_daemon.rest_url,
+        instance_id=TARGET_INSTANCE,
+        bearer_token="nope",
+    )
+    tested = source.post(f"/api/v1/connections/{wrong['id']}/test", headers=source.h())
+    assert tested.status_code == 502, tested.text
+    assert tested.json()["code"] == "CLOUD_AUTH_FAILED" and tested.json()["cloud"] == "ibm"
+    assert tested.json()["cloud_code"] and "nope" not in tested.text
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    down = source.connect(
+        name="kp-down", cloud="ibm", url=closed, instance_id=TARGET_INSTANCE, bearer_token="x"
+    )
+    before = source.get("/api/v1/cckm/ibm/keys", headers=source.h()).json()["total"]
+    for conn in (wrong, down):
+        answer = source.post(
+            "/api/v1/cckm/ibm/keys",
+            json={"connection": conn["id"], "source_key_identifier": "payments-root"},
+            headers=source.h(),
+        )
+        assert answer.status_code in (502, 503), answer.text
+    assert (
+        answer.json()["code"] == "CLOUD_UNAVAILABLE" and answer.json()["cloud_code"] == "connection refused"
+    )
+    assert source.get("/api/v1/cckm/ibm/keys", headers=source.h()).json()["total"] == before
 
 
 def test_a_connection_in_use_cannot_be_deleted(source: Source, connection: dict[str, Any]) -> None:
