@@ -12,60 +12,20 @@ in a fresh directory: its own SoftHSM2 token, master KEK and store, as a second 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from daemon import Daemon
-from fastapi.testclient import TestClient
+from push_support import TOKEN, CountingClients, Source
 from services import new_store
 
 from hsmbridge.core.clock import SystemClock
 from hsmbridge.core.services import Services
-from hsmbridge.push.clouds import client_for
 from hsmbridge.push.service import build
 from hsmbridge.rest.app import create_app
 from hsmbridge.rest.context import StaticTokenAuthenticator
 from hsmbridge.rest.representation import RenderContext
-
-TOKEN = "push-source-token"
-KEY_TYPE = "application/vnd.ibm.kms.key+json"
-
-
-class CountingClients:
-    """`client_for`, counting the clients built (each cloud call needs one)."""
-
-    def __init__(self) -> None:
-        self.built = 0
-
-    def __call__(self, cloud: str, settings: Mapping[str, Any], secrets: Mapping[str, str]) -> Any:
-        self.built += 1
-        return client_for(cloud, settings, secrets)
-
-
-class Source(TestClient):
-    services: Services
-    instance: str
-    clients: CountingClients
-
-    def h(self, **extra: str) -> dict[str, str]:
-        return {"authorization": f"Bearer {TOKEN}", "bluemix-instance": self.instance, **extra}
-
-    def local_key(self, name: str) -> dict[str, Any]:
-        """A root key generated in the source's HSM, through its own Key Protect API."""
-        body = {
-            "metadata": {"collectionType": KEY_TYPE, "collectionTotal": 1},
-            "resources": [{"type": KEY_TYPE, "name": name, "extractable": False}],
-        }
-        response = self.post("/api/v2/keys", json=body, headers=self.h())
-        assert response.status_code == 201, response.text
-        return response.json()["resources"][0]  # type: ignore[no-any-return]
-
-    def connect(self, **body: Any) -> dict[str, Any]:
-        response = self.post("/api/v1/connections", json=body, headers=self.h())
-        assert response.status_code == 201, response.text
-        return response.json()  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import boto3
 import pytest
 from aws_kms_server import ACCESS_KEY_ID, SECRET_ACCESS_KEY, AwsKmsServer
 from botocore.exceptions import ClientError
-from push_fixtures import Source
+from push_support import Source
 
 pytestmark = pytest.mark.softhsm
 pytest_plugins = ("push_fixtures",)

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from daemon import DEV_TOKEN, Daemon
-from push_fixtures import Source
+from push_support import Source
 
 from hsmbridge.v1 import keys_pb2, keys_pb2_grpc
 
