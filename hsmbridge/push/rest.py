@@ -24,7 +24,7 @@ from hsmbridge.core.store.push_records import CloudKey, PushConnection
 from hsmbridge.push.service import MaterialRequest, build
 from hsmbridge.rest import headers
 from hsmbridge.rest.bodies import read_json, require_object
-from hsmbridge.rest.context import call_context, state
+from hsmbridge.rest.context import call_context, gated, state
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["Push keys to cloud KMSs"])
@@ -79,17 +79,7 @@ def push_endpoint(action: str) -> Callable[[Handler], Handler]:
         @functools.wraps(handler)
         async def run(request: Request, *args: Any, **kwargs: Any) -> Response:
             try:
-                st = state(request)
-                authorization = headers.get_header(request.headers, "authorization")
-                client = f"{request.client.host}:{request.client.port}" if request.client else None
-                with st.gate.call(
-                    st.gate.authorizer.action(action),
-                    lambda: st.authenticator.identify_rest(authorization),
-                    lambda: headers.require_instance(request.headers),
-                    transport="rest",
-                    client=client,
-                    correlation_id=headers.correlation_id(request.headers),
-                ):
+                async with gated(request, state(request).gate.authorizer.action(action)):
                     return await handler(request, *args, **kwargs)
             except Exception as exc:
                 return error_response(request, exc)

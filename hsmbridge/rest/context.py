@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,8 +26,8 @@ from hsmbridge.errors import HsmBridgeError, InternalError
 from hsmbridge.rest import headers
 from hsmbridge.rest.errors import Operation, to_http_error
 from hsmbridge.rest.representation import RenderContext
-from hsmbridge.security.authz import Authorizer, AuthzConfig, rest_action
-from hsmbridge.security.gate import SecurityGate, current_call
+from hsmbridge.security.authz import Action, Authorizer, AuthzConfig, rest_action
+from hsmbridge.security.gate import CallRecord, SecurityGate, current_call
 from hsmbridge.security.principals import Identity
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,22 @@ def error_response(request: Request, exc: BaseException, operation: Operation) -
 Handler = Callable[..., Awaitable[Response]]
 
 
+def gated(request: Request, action: Action) -> AbstractAsyncContextManager[CallRecord]:
+    """The security gate around one REST request: authenticate the ``authorization`` header, scope
+    to ``bluemix-instance``, authorise `action`, rate-limit, audit once. Every REST dialect on this
+    app (the Key Protect routes here, the cloud push in hsmbridge/push/rest.py) enters it."""
+    st = state(request)
+    authorization = headers.get_header(request.headers, "authorization")
+    return st.gate.acall(
+        action,
+        lambda: st.authenticator.identify_rest(authorization),
+        lambda: headers.require_instance(request.headers),
+        transport="rest",
+        client=f"{request.client.host}:{request.client.port}" if request.client else None,
+        correlation_id=headers.correlation_id(request.headers),
+    )
+
+
 def endpoint(
     operation: Operation, *, operation_for: Callable[[Request], Operation] | None = None
 ) -> Callable[[Handler], Handler]:
@@ -108,15 +125,7 @@ def endpoint(
                 if action is None:  # E6 with an unknown ?action=: credentials first, then its 400
                     st.authenticator.identify_rest(authorization)
                     return await handler(request, *args, **kwargs)
-                client = f"{request.client.host}:{request.client.port}" if request.client else None
-                async with st.gate.acall(
-                    action,
-                    lambda: st.authenticator.identify_rest(authorization),
-                    lambda: headers.require_instance(request.headers),
-                    transport="rest",
-                    client=client,
-                    correlation_id=headers.correlation_id(request.headers),
-                ):
+                async with gated(request, action):
                     return await handler(request, *args, **kwargs)
             except Exception as exc:
                 return error_response(request, exc, op)

@@ -65,7 +65,7 @@ import json
 import re
 import threading
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
@@ -316,21 +316,9 @@ class _PostgresReader(PushRecordReads):
     def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[DictRow]:
         return self._db().execute(sql, params).fetchall()  # type: ignore[arg-type]
 
-    # push records (migration 005, core/store/push_records.py) --------------------------------
-
+    # push records (migration 005): the SQL lives in core/store/push_records.py
     _push_dialect = Dialect.POSTGRESQL
-
-    @_guarded
-    def _push_one(self, sql: str, params: Mapping[str, Any]) -> Any:
-        return self._db().execute(self._push_sql(sql), params).fetchone()
-
-    @_guarded
-    def _push_all(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
-        return list(self._db().execute(self._push_sql(sql), params).fetchall())
-
-    @_guarded
-    def _push_exec(self, sql: str, params: Mapping[str, Any]) -> int:
-        return int(self._db().execute(self._push_sql(sql), params).rowcount)
+    _push_guard = staticmethod(_guarded)
 
     def _lock_tenant(self, tenant: str) -> None:
         """Serialise this transaction with every other one that reads this tenant's data."""

@@ -1,10 +1,9 @@
 """The store's records for pushing keys to cloud KMSs (migration 005), shared by both engines.
 
 Why one module for SQLite and PostgreSQL: these are plain single-table reads and writes with no
-engine-specific locking, so the SQL is written once with ``:name`` parameters (SQLite's style;
-`PushRecordReads._push_sql` respells them ``%(name)s`` for psycopg) and each backend supplies
-only three guarded primitives (`_push_one`, `_push_all`, `_push_exec`) on its reader and
-transaction classes. The contract test (tests/test_push_store.py) runs on both engines.
+engine-specific locking, so the SQL is written once with ``:name`` parameters (SQLite's style,
+respelled ``%(name)s`` for psycopg) and each backend only names its dialect and its error guard
+on its reader class. The contract test (tests/test_push_store.py) runs on both engines.
 
 Unique names and (connection, cloud key) pairs are checked inside the write transaction before
 the insert, so a taken one is `AlreadyExists`; a concurrent insert that wins the race between
@@ -18,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -183,18 +182,29 @@ def _row_to_key(row: Any) -> CloudKey:
 
 
 class PushRecordReads:
-    """Mixed into each backend's reader; the backend defines the three primitives."""
+    """Mixed into each backend's reader. The backend names its dialect and its `_guarded` (which
+    turns driver errors into domain errors); both engines' connections answer `execute(sql,
+    params)` with a cursor, so the three primitives are written once here."""
 
     _push_dialect: ClassVar[Dialect] = Dialect.SQLITE
+    _push_guard: ClassVar[Callable[[Callable[[], Any]], Callable[[], Any]]]
 
-    def _push_sql(self, sql: str) -> str:
-        return sql if self._push_dialect is Dialect.SQLITE else _PARAM.sub(r"%(\1)s", sql)
+    def _db(self) -> Any: ...
 
-    def _push_one(self, sql: str, params: Mapping[str, Any]) -> Any: ...
-    def _push_all(self, sql: str, params: Mapping[str, Any]) -> list[Any]: ...
+    def _push_run(self, sql: str, params: Mapping[str, Any]) -> Any:
+        if self._push_dialect is not Dialect.SQLITE:
+            sql = _PARAM.sub(r"%(\1)s", sql)
+        return self._push_guard(lambda: self._db().execute(sql, params))()
+
+    def _push_one(self, sql: str, params: Mapping[str, Any]) -> Any:
+        return self._push_guard(lambda: self._push_run(sql, params).fetchone())()
+
+    def _push_all(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
+        return list(self._push_guard(lambda: self._push_run(sql, params).fetchall())())
+
     def _push_exec(self, sql: str, params: Mapping[str, Any]) -> int:
         """Run a write; the number of rows it changed."""
-        ...
+        return int(self._push_run(sql, params).rowcount)
 
     def get_push_connection(self, tenant: str, ref: str) -> PushConnection | None:
         """By id, else by name."""

@@ -32,7 +32,7 @@ import json
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -230,21 +230,9 @@ class _SqliteReader(PushRecordReads):
     def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return list(self._db().execute(sql, params).fetchall())
 
-    # push records (migration 005, core/store/push_records.py) --------------------------------
-
+    # push records (migration 005): the SQL lives in core/store/push_records.py
     _push_dialect = Dialect.SQLITE
-
-    @_guarded
-    def _push_one(self, sql: str, params: Mapping[str, Any]) -> Any:
-        return self._db().execute(self._push_sql(sql), params).fetchone()
-
-    @_guarded
-    def _push_all(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
-        return list(self._db().execute(self._push_sql(sql), params).fetchall())
-
-    @_guarded
-    def _push_exec(self, sql: str, params: Mapping[str, Any]) -> int:
-        return int(self._db().execute(self._push_sql(sql), params).rowcount)
+    _push_guard = staticmethod(_guarded)
 
     def _aliases(self, tenant: str, key_ids: Sequence[str]) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {k: [] for k in key_ids}
