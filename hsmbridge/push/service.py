@@ -143,8 +143,8 @@ class PushService:
             self._record_view(record, client.describe(kms_id), pushed=False, write=False)
         elif client.creates_with_material:  # Key Protect: a root key is born by secure import
             request = MaterialRequest.from_body(body)
-            source = self._source(ctx, record, request)
             expiry = expiry_from(request.key_expiration, request.valid_to, now)
+            source = self._source(ctx, record, request)
             params = client.import_parameters(None, self._services.backend.export_wrappings())
             material = self._wrap(source, params)
             view = client.create_key(
