@@ -153,6 +153,8 @@ class KeyServicer(ServicerBase, keys_pb2_grpc.KeyServiceServicer):
     ) -> keys_pb2.ListKeyVersionsResponse:
         ctx = self.ctx(context)
         versions = self.services.keys.versions(ctx, request.key_id)
+        check = self.services.check_values.of
+        return keys_pb2.ListKeyVersionsResponse(versions=[convert.key_version(v, check(v)) for v in versions])
 
     # -- bring-your-own-key (core/external_keys.py) -----------------------------------------------
 
@@ -210,5 +212,3 @@ class KeyServicer(ServicerBase, keys_pb2_grpc.KeyServiceServicer):
         ctx = self.ctx(context)
         view = await asyncio.to_thread(self.services.external_keys.delete_material, ctx, request.key_id)
         return self._external(ctx, view)
-        check = self.services.check_values.of
-        return keys_pb2.ListKeyVersionsResponse(versions=[convert.key_version(v, check(v)) for v in versions])

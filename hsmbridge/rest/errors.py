@@ -261,6 +261,11 @@ REASON_TABLE: Mapping[Reason, ReasonSpec] = {
     ),
     # 501, not 500: the Go SDK retries every 5xx except 501, and retrying cannot help here.
     Reason.UNSUPPORTED: _s(501, None, detail=Detail.ERROR_MSG),
+    # the cloud push (hsmbridge/push/) answers in its own shape; never a Key Protect route's reason
+    Reason.CLOUD_ERROR: _s(502, None, detail=Detail.ERROR_MSG),
+    Reason.CLOUD_AUTH_FAILED: _s(502, None, detail=Detail.ERROR_MSG),
+    Reason.CLOUD_UNAVAILABLE: _fixed(503, UNAVAILABLE_MSG),
+    Reason.KEY_MATERIAL_MISMATCH: _s(409, None, detail=Detail.ERROR_MSG),
     Reason.INTERNAL: _fixed(500, INTERNAL_ERROR_MSG),
     Reason.ERROR: _fixed(500, INTERNAL_ERROR_MSG),
     # registrations
