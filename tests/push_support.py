@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from daemon import Daemon
 from fastapi.testclient import TestClient
 
 from hsmbridge.core.services import Services
 from hsmbridge.push.clouds import client_for
+from hsmbridge.v1 import keys_pb2, keys_pb2_grpc
 
 TOKEN = "push-source-token"
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
@@ -47,3 +49,12 @@ class Source(TestClient):
         response = self.post("/api/v1/connections", json=body, headers=self.h())
         assert response.status_code == 201, response.text
         return response.json()  # type: ignore[no-any-return]
+
+
+def daemon_check_value(daemon: Daemon, tenant: str, key_id: str) -> str:
+    """The key check value a target daemon shows for a key's current version (gRPC GetKey)."""
+    with daemon.channel() as channel:
+        key = keys_pb2_grpc.KeyServiceStub(channel).GetKey(
+            keys_pb2.GetKeyRequest(key_id=key_id), metadata=(("x-hsmbridge-tenant", tenant),)
+        )
+    return key.current_version.key_check_value

@@ -24,9 +24,7 @@ from huaweicloudsdkkms.v2 import (
     KmsClient,
     OperateKeyRequestBody,
 )
-from push_support import Source
-
-from hsmbridge.v1 import keys_pb2, keys_pb2_grpc
+from push_support import Source, daemon_check_value
 
 pytestmark = pytest.mark.softhsm
 pytest_plugins = ("push_fixtures",)
@@ -60,12 +58,7 @@ def sdk(daemon: Daemon) -> KmsClient:
 
 
 def target_check_value(daemon: Daemon, key_id: str) -> str:
-    with daemon.channel() as channel:
-        key = keys_pb2_grpc.KeyServiceStub(channel).GetKey(
-            keys_pb2.GetKeyRequest(key_id=key_id),
-            metadata=(("x-hsmbridge-tenant", f"huawei:{PROJECT}"),),  # the facade tenant of a project
-        )
-    return key.current_version.key_check_value
+    return daemon_check_value(daemon, f"huawei:{PROJECT}", key_id)
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from daemon import DEV_TOKEN, Daemon
-from push_support import Source
-
-from hsmbridge.v1 import keys_pb2, keys_pb2_grpc
+from push_support import Source, daemon_check_value
 
 pytestmark = pytest.mark.softhsm
 pytest_plugins = ("push_fixtures",)
@@ -40,11 +38,7 @@ def target_http(daemon: Daemon) -> httpx.Client:
 
 
 def target_check_value(daemon: Daemon, key_id: str) -> str:
-    with daemon.channel() as channel:
-        key = keys_pb2_grpc.KeyServiceStub(channel).GetKey(
-            keys_pb2.GetKeyRequest(key_id=key_id), metadata=(("x-hsmbridge-tenant", TARGET_INSTANCE),)
-        )
-    return key.current_version.key_check_value
+    return daemon_check_value(daemon, TARGET_INSTANCE, key_id)
 
 
 def source_check_value(source: Source, key_id: str) -> str:
