@@ -78,6 +78,9 @@ def test_every_route_refuses_control_characters_in_a_path_parameter(
             path = re.sub(r"\{[^}]+\}", "x", path)
             response = limited.request(method, path, headers=CALLERS["purger"].rest(), json={})
             assert response.status_code == 400, (method, path, response.text)
+            if template.startswith("/api/v1/"):  # the cloud push answers in its own shape
+                assert response.json()["code"] == "INVALID_INPUT", (method, path, response.text)
+                continue
             assert kp_reason(response)["code"] == "INVALID_PATH_PARAM_ERR"
             checked += 1
     assert checked > 100
@@ -89,7 +92,7 @@ def test_every_route_refuses_control_characters_in_the_query(limited: TestClient
         for char in ("%0A", "%09", "%7F"):
             response = limited.request(method, f"{path}?limit=1{char}", headers=CALLERS["purger"].rest())
             assert response.status_code == 400, (method, path, response.text)
-            if method != "HEAD":
+            if method != "HEAD" and not template.startswith("/api/v1/"):  # push: its own shape
                 assert kp_reason(response)["code"] == "INVALID_PARAM_ERR"
 
 

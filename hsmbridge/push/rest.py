@@ -38,10 +38,47 @@ _STATUS: tuple[tuple[type[e.HsmBridgeError], int], ...] = (
     (e.PermissionDenied, 403),
     (e.ResourceExhausted, 429),
     (e.HsmUnavailable, 503),
+    (e.StoreUnavailable, 503),
     (e.Unsupported, 501),
     (e.CloudUnavailable, 503),
     (e.CloudError, 502),
 )
+
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "PushError",
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {
+            "type": "string",
+            "description": "hsmbridge's reason (KEY_MATERIAL_MISMATCH, CLOUD_ERROR...)",
+        },
+        "message": {"type": "string"},
+        "target": {"type": "string", "description": "the field at fault"},
+        "cloud": {"type": "string", "description": "ibm, aws or huawei"},
+        "cloud_code": {"type": "string", "description": "the cloud's own error code"},
+    },
+}
+_ERROR_STATUSES = {
+    "400": "Bad Request: a field is malformed or missing (`target` names it)",
+    "401": "Unauthorized: missing or invalid credentials",
+    "403": "Forbidden: the action is not granted",
+    "404": "Not Found",
+    "409": "Conflict: e.g. KEY_MATERIAL_MISMATCH, a connection in use",
+    "413": "Content Too Large",
+    "429": "Too Many Requests",
+    "500": "Internal Server Error",
+    "501": "Not Implemented: the HSM cannot produce the wrapping the cloud needs",
+    "502": "Bad Gateway: the cloud refused (`cloud_code` is its own code)",
+    "503": "Service Unavailable: the cloud, the HSM or the store did not answer",
+    "504": "Gateway Timeout: the cloud did not answer in time",
+}
+#: documented on every push route: the answers in this dialect's error body
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for status, text in _ERROR_STATUSES.items()
+}
 
 
 def error_response(request: Request, exc: BaseException) -> Response:
@@ -51,6 +88,8 @@ def error_response(request: Request, exc: BaseException) -> Response:
         status = next((s for cls, s in _STATUS if isinstance(exc, cls)), 500)
         if exc.metadata.get("cloud_code") == "timeout":
             status = 504
+        elif exc.reason == e.Reason.BODY_TOO_LARGE:
+            status = 413
         body = {"code": str(exc.reason), "message": exc.message}
         if exc.target:
             body["target"] = exc.target
@@ -165,7 +204,12 @@ async def _body(request: Request) -> dict[str, Any]:
 # -- connections -------------------------------------------------------------------------------
 
 
-@router.post("/api/v1/connections", summary="Create a connection to a cloud KMS account")
+@router.post(
+    "/api/v1/connections",
+    responses=RESPONSES,
+    status_code=201,
+    summary="Create a connection to a cloud KMS account",
+)
 @push_endpoint("hsmbridge.push.connections.create")
 async def create_connection(request: Request) -> Response:
     connections, _ = _push(request)
@@ -174,7 +218,7 @@ async def create_connection(request: Request) -> Response:
     return _json(request, render_connection(conn), 201)
 
 
-@router.get("/api/v1/connections", summary="List connections")
+@router.get("/api/v1/connections", responses=RESPONSES, summary="List connections")
 @push_endpoint("hsmbridge.push.connections.read")
 async def list_connections(request: Request) -> Response:
     connections, _ = _push(request)
@@ -182,14 +226,20 @@ async def list_connections(request: Request) -> Response:
     return _json(request, {"total": len(found), "resources": [render_connection(c) for c in found]})
 
 
-@router.get("/api/v1/connections/{ref}", summary="Get a connection (never its secrets)")
+@router.get("/api/v1/connections/{ref}", responses=RESPONSES, summary="Get a connection (never its secrets)")
 @push_endpoint("hsmbridge.push.connections.read")
 async def get_connection(request: Request, ref: str) -> Response:
     connections, _ = _push(request)
     return _json(request, render_connection(connections.get(call_context(request), ref)))
 
 
-@router.delete("/api/v1/connections/{ref}", summary="Delete a connection")
+@router.delete(
+    "/api/v1/connections/{ref}",
+    responses=RESPONSES,
+    status_code=204,
+    response_class=Response,
+    summary="Delete a connection",
+)
 @push_endpoint("hsmbridge.push.connections.delete")
 async def delete_connection(request: Request, ref: str) -> Response:
     connections, _ = _push(request)
@@ -197,7 +247,9 @@ async def delete_connection(request: Request, ref: str) -> Response:
     return Response(status_code=204, headers=headers.response_headers(request.headers))
 
 
-@router.post("/api/v1/connections/{ref}/test", summary="Test a connection: one authenticated call")
+@router.post(
+    "/api/v1/connections/{ref}/test", responses=RESPONSES, summary="Test a connection: one authenticated call"
+)
 @push_endpoint("hsmbridge.push.connections.test")
 async def test_connection(request: Request, ref: str) -> Response:
     connections, _ = _push(request)
@@ -207,7 +259,12 @@ async def test_connection(request: Request, ref: str) -> Response:
 # -- cloud keys --------------------------------------------------------------------------------
 
 
-@router.post("/api/v1/cckm/{cloud}/keys", summary="Create (or link) a key with external origin in a cloud")
+@router.post(
+    "/api/v1/cckm/{cloud}/keys",
+    responses=RESPONSES,
+    status_code=201,
+    summary="Create (or link) a key with external origin in a cloud",
+)
 @push_endpoint("hsmbridge.push.keys.create")
 async def create_cloud_key(request: Request, cloud: str) -> Response:
     _, push = _push(request)
@@ -216,7 +273,9 @@ async def create_cloud_key(request: Request, cloud: str) -> Response:
     return _json(request, _render_key(request, key), 201)
 
 
-@router.get("/api/v1/cckm/{cloud}/keys", summary="List the cloud keys fed by this hsmbridge")
+@router.get(
+    "/api/v1/cckm/{cloud}/keys", responses=RESPONSES, summary="List the cloud keys fed by this hsmbridge"
+)
 @push_endpoint("hsmbridge.push.keys.read")
 async def list_cloud_keys(request: Request, cloud: str) -> Response:
     _, push = _push(request)
@@ -224,7 +283,11 @@ async def list_cloud_keys(request: Request, cloud: str) -> Response:
     return _json(request, {"total": len(found), "resources": [_render_key(request, k) for k in found]})
 
 
-@router.get("/api/v1/cckm/{cloud}/keys/{key_id}", summary="Get a cloud key (?sync=true: ask the cloud)")
+@router.get(
+    "/api/v1/cckm/{cloud}/keys/{key_id}",
+    responses=RESPONSES,
+    summary="Get a cloud key (?sync=true: ask the cloud)",
+)
 @push_endpoint("hsmbridge.push.keys.read")
 async def get_cloud_key(request: Request, cloud: str, key_id: str) -> Response:
     _, push = _push(request)
@@ -233,7 +296,13 @@ async def get_cloud_key(request: Request, cloud: str, key_id: str) -> Response:
     return _json(request, _render_key(request, key))
 
 
-@router.delete("/api/v1/cckm/{cloud}/keys/{key_id}", summary="Forget a cloud key (the cloud keeps it)")
+@router.delete(
+    "/api/v1/cckm/{cloud}/keys/{key_id}",
+    responses=RESPONSES,
+    status_code=204,
+    response_class=Response,
+    summary="Forget a cloud key (the cloud keeps it)",
+)
 @push_endpoint("hsmbridge.push.keys.delete")
 async def delete_cloud_key(request: Request, cloud: str, key_id: str) -> Response:
     _, push = _push(request)
@@ -243,6 +312,7 @@ async def delete_cloud_key(request: Request, cloud: str, key_id: str) -> Respons
 
 @router.post(
     "/api/v1/cckm/{cloud}/keys/{key_id}/import-material",
+    responses=RESPONSES,
     summary="Import (or reimport the same) HSM key material into the cloud key",
 )
 @push_endpoint("hsmbridge.push.keys.import")
@@ -253,6 +323,14 @@ async def import_material(request: Request, cloud: str, key_id: str) -> Response
     return _json(request, _render_key(request, key))
 
 
+async def _refused(scope: dict[str, Any], error: e.HsmBridgeError) -> Response:
+    """The answer to a request the transport guards refused (control characters, body size)
+    before any route saw it: this dialect's error shape, like every other answer here."""
+    return error_response(Request(scope), error)
+
+
 def mount(app: FastAPI) -> None:
-    """Called by rest/app.py: the push routes share the REST app, its state and its gate."""
+    """Called by rest/app.py: the push routes share the REST app, its state and its gate, and the
+    guards in front of it answer /api/v1 requests in this dialect's shape."""
     app.include_router(router)
+    app.state.error_shapes.register("/api/v1", _refused)
