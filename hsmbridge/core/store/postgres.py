@@ -316,7 +316,7 @@ class _PostgresReader(PushRecordReads):
     def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[DictRow]:
         return self._db().execute(sql, params).fetchall()  # type: ignore[arg-type]
 
-    # push records (migration 005): the SQL lives in core/store/push_records.py
+    # push records (migration 004): the SQL lives in core/store/push_records.py
     _push_dialect = Dialect.POSTGRESQL
     _push_guard = staticmethod(_guarded)
 

@@ -1,4 +1,4 @@
-"""The store's records for pushing keys to cloud KMSs (migration 005), shared by both engines.
+"""The store's records for pushing keys to cloud KMSs (migration 004), shared by both engines.
 
 Why one module for SQLite and PostgreSQL: these are plain single-table reads and writes with no
 engine-specific locking, so the SQL is written once with ``:name`` parameters (SQLite's style,

@@ -230,7 +230,7 @@ class _SqliteReader(PushRecordReads):
     def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[sqlite3.Row]:
         return list(self._db().execute(sql, params).fetchall())
 
-    # push records (migration 005): the SQL lives in core/store/push_records.py
+    # push records (migration 004): the SQL lives in core/store/push_records.py
     _push_dialect = Dialect.SQLITE
     _push_guard = staticmethod(_guarded)
 

@@ -1,4 +1,4 @@
--- 005_cloud_push: pushing HSM keys into cloud KMSs (hsmbridge/push/, Thales CCKM style).
+-- 004_cloud_push: pushing HSM keys into cloud KMSs (hsmbridge/push/, Thales CCKM style).
 --
 -- Same conventions as 001 (tenant-first keys, fixed-width UTC text timestamps, BOOLEAN).
 --
