@@ -40,10 +40,15 @@ bench-deps:
 # SoftHSM2 (the development/test HSM) and venv support come from Debian's packages, and so does
 # PostgreSQL: the store tests start their own throwaway cluster with its initdb/pg_ctl (installing
 # the package may also start Debian's system cluster; the tests never touch it).
+# openCryptoki is the second PKCS#11 implementation under test (tests/test_opencryptoki.py starts
+# and stops its pkcsslotd itself).
 system-deps:
 	@command -v softhsm2-util >/dev/null && $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
 	  echo "installing softhsm2 and python3-venv from Debian's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 python3-venv >/dev/null; }
+	@test -x /usr/sbin/pkcsslotd || { \
+	  echo "installing opencryptoki (the second PKCS#11 implementation under test) from Debian's packages"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencryptoki >/dev/null; }
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing postgresql from Debian's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
