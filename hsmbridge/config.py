@@ -76,6 +76,13 @@ class HsmConfig(_Section):
     #: liveness fails when recovery has completed no attempt for this many seconds (a call stuck
     #: inside the PKCS#11 module): only then is a restart the cure
     recovery_wedged_after: float = Field(30.0, gt=0)
+    #: an HSM group: several tokens holding the same master KEK, with failover between them
+    #: (hsm/group.py); empty: the one token named by token_label/slot above
+    tokens: list[HsmTokenConfig] = Field(default_factory=list)
+    #: seconds between health checks of a group's serving tokens
+    health_interval: float = Field(0.25, gt=0, le=60)
+    #: seconds between attempts to take a failed token of a group back
+    recovery_interval: float = Field(1.0, gt=0, le=600)
 
     @field_validator("import_key_pool_bits")
     @classmethod
@@ -83,6 +90,22 @@ class HsmConfig(_Section):
         if bits not in (2048, 3072, 4096):
             raise ValueError("must be 2048, 3072 or 4096")
         return bits
+
+
+class HsmTokenConfig(_Section):
+    """One member of an HSM group (`[[hsm.tokens]]`): a token holding the same master KEK as
+    the others. Unset fields take the `[hsm]` value."""
+
+    token_label: str | None = None
+    slot: int | None = None
+    module: str = ""
+    pin_file: str | None = None
+
+    @model_validator(mode="after")
+    def _names_a_token(self) -> HsmTokenConfig:
+        if self.token_label is None and self.slot is None:
+            raise ValueError("a token of [[hsm.tokens]] needs token_label or slot")
+        return self
 
 
 class StoreConfig(_Section):
@@ -202,6 +225,18 @@ class Config(_Section):
                     f"hsm.pin_file / {PIN_ENV}"
                 ) from None
         raise InvalidInput(f"no HSM PIN configured: set hsm.pin_file or {PIN_ENV}")
+
+    def resolve_token_pin(self, token: HsmTokenConfig) -> str:
+        """A group member's PIN: its own `pin_file`, else the `[hsm]` PIN."""
+        if token.pin_file and not os.environ.get(PIN_ENV):
+            path = Path(token.pin_file)
+            try:
+                return path.read_text().strip()
+            except FileNotFoundError:
+                raise InvalidInput(
+                    f"the HSM PIN file {path} of token {token.token_label!r} does not exist"
+                ) from None
+        return self.resolve_pin()
 
 
 DEV_TOKEN_ENV = "HSMBRIDGE_DEV_TOKEN"

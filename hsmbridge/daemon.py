@@ -83,6 +83,38 @@ def hsm_settings(config: Config):  # type: ignore[no-untyped-def]
     )
 
 
+def group_settings(config: Config):  # type: ignore[no-untyped-def]
+    """One `Pkcs11Settings` per `[[hsm.tokens]]` entry (an HSM group); unset fields from `[hsm]`."""
+    from dataclasses import replace
+
+    base = hsm_settings(config)
+    return [
+        replace(
+            base,
+            module=token.module or base.module,
+            token_label=token.token_label if token.slot is None else None,
+            slot_id=token.slot,
+            pin=config.resolve_token_pin(token),
+        )
+        for token in config.hsm.tokens
+    ]
+
+
+def open_backend(config: Config, *, create_kek: bool = False):  # type: ignore[no-untyped-def]
+    """The one token of `[hsm]`, or an HSM group with failover when `[[hsm.tokens]]` lists some."""
+    if not config.hsm.tokens:
+        from hsmbridge.hsm.backend import Pkcs11Backend
+
+        return Pkcs11Backend(hsm_settings(config), create_kek=create_kek)
+    from hsmbridge.hsm.group import Pkcs11Group
+
+    return Pkcs11Group(
+        group_settings(config),
+        health_interval=config.hsm.health_interval,
+        recovery_interval=config.hsm.recovery_interval,
+    )
+
+
 def open_store(config: Config) -> Store:
     """SQLite by default, PostgreSQL for replicas (`store.url`); migrated before anything reads."""
     from hsmbridge.core.store import open_store as open_store_at
@@ -101,10 +133,8 @@ def open_store(config: Config) -> Store:
 
 
 def open_services(config: Config, *, create_kek: bool = False) -> Services:
-    from hsmbridge.hsm.backend import Pkcs11Backend
-
     prepare_environment(config)
-    backend = Pkcs11Backend(hsm_settings(config), create_kek=create_kek)
+    backend = open_backend(config, create_kek=create_kek)
     try:
         store = open_store(config)
     except BaseException:

@@ -76,6 +76,25 @@ class Capabilities:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenHealth:
+    """One member of an HSM group (`[[hsm.tokens]]`) as the group's health checks see it."""
+
+    name: str
+    module: str
+    token_label: str
+    #: "up", "down", or "refused" (its master KEK differs from the group's)
+    state: str
+    #: the member new requests go to
+    active: bool
+    #: fingerprint of the master KEK: SHA-256 of a fixed value RFC 5649-wrapped under it, 16 hex digits
+    kek_check: str
+    #: times this member was taken out of service
+    failures: int
+    #: the error class that last took it out ("" when none)
+    last_error: str
+
+
+@dataclass(frozen=True, slots=True)
 class HsmInfo:
     library_path: str
     manufacturer: str
@@ -87,6 +106,8 @@ class HsmInfo:
     kek_label: str
     session_pool_size: int
     capabilities: Capabilities
+    #: the members of an HSM group and their health; empty for a single token
+    tokens: tuple[TokenHealth, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

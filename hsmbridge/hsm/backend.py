@@ -93,6 +93,21 @@ _OAEP = {
 _WRAPPING_OAEP = {KeyWrapping.OAEP_SHA1: OaepHash.SHA1, KeyWrapping.OAEP_SHA256: OaepHash.SHA256}
 
 
+#: The master KEK's attributes, whether generated here (`hsmbridge init`) or imported into each
+#: token of a SoftHSM2 test group (hsm/group.py `import_shared_kek`).
+KEK_ATTRIBUTES: dict[Attribute, Any] = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.WRAP: True,
+    Attribute.UNWRAP: True,
+    Attribute.ENCRYPT: False,
+    Attribute.DECRYPT: False,
+    Attribute.MODIFIABLE: False,
+}
+
+
 @dataclass(frozen=True)
 class Pkcs11Settings:
     module: str
@@ -218,23 +233,7 @@ class Pkcs11Backend:
                     f"master KEK {label!r} not found on the token; create it with `hsmbridge init`",
                     reason=Reason.NOT_FOUND,
                 )
-            pooled.session.generate_key(
-                KeyType.AES,
-                256,
-                label=label,
-                store=True,
-                template={
-                    Attribute.TOKEN: True,
-                    Attribute.PRIVATE: True,
-                    Attribute.SENSITIVE: True,
-                    Attribute.EXTRACTABLE: False,
-                    Attribute.WRAP: True,
-                    Attribute.UNWRAP: True,
-                    Attribute.ENCRYPT: False,
-                    Attribute.DECRYPT: False,
-                    Attribute.MODIFIABLE: False,
-                },
-            )
+            pooled.session.generate_key(KeyType.AES, 256, label=label, store=True, template=KEK_ATTRIBUTES)
             log.info("created master KEK %r on the token", label)
             return True
 

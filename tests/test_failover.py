@@ -1,0 +1,177 @@
+"""Failover across the tokens of an HSM group (hsmbridge/hsm/group.py) on real SoftHSM2 tokens.
+
+Two tokens hold one master KEK; one is made unavailable under load and brought back. What must
+hold: no wrong answer ever; errors only for requests in flight when the token failed; new
+requests served by the other token within 1 s; the token taken back once it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+
+import pytest
+
+from hsmbridge.core.backend import KeyRef, MaterialKind
+from hsmbridge.errors import HsmBridgeError, InvalidInput
+from hsmbridge.hsm.backend import Pkcs11Backend, Pkcs11Settings
+from hsmbridge.hsm.group import Pkcs11Group, kek_check_value
+
+pytestmark = pytest.mark.softhsm
+pytest_plugins = ("failover_fixtures",)
+
+
+@pytest.fixture
+def group(group_members: list[Pkcs11Settings]) -> Iterator[Pkcs11Group]:
+    g = Pkcs11Group(group_members, health_interval=0.1, recovery_interval=0.5)
+    yield g
+    g.close()
+
+
+def states(group: Pkcs11Group) -> dict[str, tuple[str, bool]]:
+    return {t.name: (t.state, t.active) for t in group.status()}
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float) -> float:
+    """Monotonic time at which `predicate` first held; fails the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not reached within {timeout} s")
+        time.sleep(0.01)
+    return time.monotonic()
+
+
+def test_both_tokens_serve_with_one_kek_and_the_first_is_active(group: Pkcs11Group) -> None:
+    tokens = group.status()
+    assert [(t.name, t.state, t.active) for t in tokens] == [
+        ("failover-a", "up", True),
+        ("failover-b", "up", False),
+    ]
+    assert tokens[0].kek_check == tokens[1].kek_check and len(tokens[0].kek_check) == 16
+    info = group.info()
+    assert info.token_label == "failover-a" and info.tokens == tokens
+
+
+def test_material_wrapped_on_one_token_unwraps_on_the_other(group_members: list[Pkcs11Settings]) -> None:
+    a, b = (Pkcs11Backend(s) for s in group_members)
+    try:
+        ref = KeyRef("cross-token", a.generate_key(MaterialKind.AES, 32))
+        iv, ct = a.gcm_encrypt(ref, b"payload", b"aad")
+        assert bytes(b.gcm_decrypt(ref, iv, ct, b"aad")) == b"payload"
+        assert kek_check_value(a) == kek_check_value(b)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_token_with_another_kek_is_refused_at_start(group_members: list[Pkcs11Settings]) -> None:
+    stranger = replace(group_members[0], token_label="failover-stranger")
+    Pkcs11Backend(stranger, create_kek=True).close()  # a KEK of its own, under the same label
+    with pytest.raises(InvalidInput) as refused:
+        Pkcs11Group([group_members[0], stranger])
+    message = refused.value.message
+    assert message.startswith(
+        "HSM group token 'failover-stranger' holds a different master KEK 'failover-kek' than token "
+        "'failover-a' (key check value "
+    )
+    assert message.endswith("put the same KEK on every token (docs/operating.md, HSM groups)")
+
+
+@dataclass
+class Outcome:
+    started: float
+    ended: float
+    error: str = ""
+
+
+@dataclass
+class Load:
+    """Threads doing envelope work through the group, every answer checked."""
+
+    group: Pkcs11Group
+    refs: list[tuple[KeyRef, bytes, bytes, bytes]]
+    outcomes: list[Outcome] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def one(self, rng: random.Random) -> None:
+        choice = rng.randrange(3)
+        if choice == 0:  # a new key: generated, wrapped under the KEK (a token-object operation)
+            ref = KeyRef(f"load-{rng.getrandbits(64):x}", self.group.generate_key(MaterialKind.AES, 32))
+            data = os.urandom(24)
+            iv, ct = self.group.gcm_encrypt(ref, data, b"fresh")
+            if bytes(self.group.gcm_decrypt(ref, iv, ct, b"fresh")) != data:
+                self.wrong.append("fresh round trip")
+        elif choice == 1:  # an old ciphertext opens to its plaintext
+            ref, iv, ct, data = self.refs[rng.randrange(len(self.refs))]
+            if bytes(self.group.gcm_decrypt(ref, iv, ct, b"old")) != data:
+                self.wrong.append("old ciphertext")
+        else:  # the serving token's cache, or an unwrap on the other one
+            ref = self.refs[rng.randrange(len(self.refs))][0]
+            data = os.urandom(16)
+            iv, ct = self.group.gcm_encrypt(ref, data, b"rt")
+            if bytes(self.group.gcm_decrypt(ref, iv, ct, b"rt")) != data:
+                self.wrong.append("round trip")
+
+    def run(self, seed: int) -> None:
+        rng = random.Random(seed)
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                self.one(rng)
+            except HsmBridgeError as exc:
+                error = f"{type(exc).__name__}: {exc.message}"
+                self.outcomes.append(Outcome(started, time.monotonic(), error))
+            else:
+                self.outcomes.append(Outcome(started, time.monotonic()))
+
+
+def test_a_failed_token_is_replaced_within_a_second_and_taken_back_when_it_returns(
+    group: Pkcs11Group, token_outage: Callable[[str], AbstractContextManager[None]]
+) -> None:
+    refs = []
+    for i in range(8):
+        ref = KeyRef(f"failover-{i}", group.generate_key(MaterialKind.AES, 32))
+        data = os.urandom(32)
+        iv, ct = group.gcm_encrypt(ref, data, b"old")
+        refs.append((ref, iv, ct, data))
+    load = Load(group, refs)
+    threads = [threading.Thread(target=load.run, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(load.outcomes) >= 200, 30)
+        assert states(group)["failover-a"] == ("up", True)
+        with token_outage("failover-a"):
+            failed_at = time.monotonic()
+            moved_at = wait_for(lambda: states(group)["failover-b"] == ("up", True), 10)
+            served = len(load.outcomes)
+            wait_for(lambda: len(load.outcomes) >= served + 200, 30)  # served by b meanwhile
+            assert states(group)["failover-a"][0] == "down"
+        back_at = time.monotonic()
+        taken_back_at = wait_for(lambda: states(group)["failover-a"] == ("up", True), 15)
+        served = len(load.outcomes)
+        wait_for(lambda: len(load.outcomes) >= served + 200, 30)
+    finally:
+        load.stop.set()
+        for t in threads:
+            t.join()
+
+    assert load.wrong == []
+    assert moved_at - failed_at < 1.0, f"new requests moved after {moved_at - failed_at:.2f} s"
+    errors = [o for o in load.outcomes if o.error]
+    # Only requests in flight at the moment of failure may fail: started before the group moved.
+    assert all(o.started <= moved_at and o.ended >= failed_at for o in errors), errors
+    assert len(errors) <= len(threads)
+    assert taken_back_at >= back_at
+    a = group.status()[0]
+    assert a.failures == 1 and a.kek_check == group.status()[1].kek_check
+    # After the return the first token serves again: its own cache, its own sessions.
+    ref, iv, ct, data = refs[0]
+    assert bytes(group.gcm_decrypt(ref, iv, ct, b"old")) == data
