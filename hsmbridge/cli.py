@@ -49,6 +49,8 @@ def initialise(cfg: config_module.Config, *, softhsm_token: bool, force_conf: bo
             os.environ["SOFTHSM2_CONF"] = str(conf.resolve())
         else:
             os.environ.setdefault("SOFTHSM2_CONF", str(conf.resolve()))
+        if cfg.hsm.tokens:
+            return _initialise_softhsm_group(cfg, directory, conf)
         label = cfg.hsm.token_label or "hsmbridge"
         if not softhsm.token_exists(conf, label):
             pin = softhsm.new_pin()
@@ -60,13 +62,54 @@ def initialise(cfg: config_module.Config, *, softhsm_token: bool, force_conf: bo
             print(f"created SoftHSM2 token {label!r} in {directory} (PIN in {pin_file}, mode 0600)")
         else:
             print(f"SoftHSM2 token {label!r} already exists in {directory}")
-    services = daemon.open_services(cfg, create_kek=True)
+    services = daemon.open_services(cfg, create_kek=not cfg.hsm.tokens)
     try:
         version = services.store.schema_version()
+        if cfg.hsm.tokens:
+            _check_group(services.backend)
         print(f"master KEK {cfg.hsm.kek_label!r} present; store schema version {version}")
     finally:
         services.close()
     return 0
+
+
+def _initialise_softhsm_group(cfg: config_module.Config, directory: Path, conf: Path) -> int:
+    """`init --softhsm` for an HSM group: every listed token, one PIN, one KEK imported into all.
+
+    Real HSM groups get their KEK onto each member with the vendor's tools; `init` on them only
+    checks that every member holds the same one (`_check_group`)."""
+    from hsmbridge import daemon
+    from hsmbridge.hsm.group import import_shared_kek
+
+    pin_file = Path(cfg.hsm.pin_file or directory / "pin")
+    if not pin_file.exists():
+        pin_file.parent.mkdir(parents=True, exist_ok=True)
+        pin_file.touch(mode=0o600)
+        pin_file.write_text(softhsm.new_pin())
+    pin = pin_file.read_text().strip()
+    for token in cfg.hsm.tokens:
+        if token.token_label is None:
+            raise InvalidInput("`init --softhsm` names each [[hsm.tokens]] entry by token_label")
+        if not softhsm.token_exists(conf, token.token_label):
+            softhsm.init_token(conf, token.token_label, pin)
+            print(f"created SoftHSM2 token {token.token_label!r} in {directory} (PIN in {pin_file})")
+    cfg = cfg.model_copy(update={"hsm": cfg.hsm.model_copy(update={"pin_file": str(pin_file)})})
+    if import_shared_kek(daemon.group_settings(cfg)):
+        print(f"imported one new master KEK {cfg.hsm.kek_label!r} into {len(cfg.hsm.tokens)} tokens")
+    return initialise(cfg, softhsm_token=False)
+
+
+def _check_group(backend: Any) -> None:
+    """`init` on a group succeeds only when every token is up with the same KEK."""
+    tokens = backend.status()
+    missing = [f"{t.name} ({t.state}, {t.last_error})" for t in tokens if t.state != "up"]
+    if missing:
+        raise InvalidInput(
+            f"HSM group tokens not ready: {', '.join(missing)}; each must hold the master KEK "
+            f"{backend.settings.kek_label!r} (docs/operating.md, HSM groups)"
+        )
+    for t in tokens:
+        print(f"token {t.name!r}: master KEK check value {t.kek_check}")
 
 
 def worker_count(requested: int | None, cfg: config_module.Config) -> int:
@@ -270,11 +313,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_hsm_info(args: argparse.Namespace) -> int:
     from hsmbridge import daemon
-    from hsmbridge.hsm.backend import Pkcs11Backend
 
     cfg = _config(args)
     daemon.prepare_environment(cfg)
-    backend = Pkcs11Backend(daemon.hsm_settings(cfg))
+    backend = daemon.open_backend(cfg)
     try:
         info = asdict(backend.info())
     finally:
@@ -283,11 +325,20 @@ def cmd_hsm_info(args: argparse.Namespace) -> int:
         print(json.dumps(info, indent=2))
     else:
         caps = info.pop("capabilities")
+        tokens = info.pop("tokens")
         for name, value in info.items():
             print(f"{name:22} {value}")
         print("capabilities:")
         for name, value in caps.items():
             print(f"  {name:20} {'yes' if value else 'no'}")
+        if tokens:
+            print("tokens (HSM group):")
+            for token in tokens:
+                active = " active" if token["active"] else ""
+                print(
+                    f"  {token['name']:20} {token['state']}{active}  KEK check {token['kek_check'] or '?'}"
+                    f"  failures {token['failures']}"
+                )
     return 0
 
 
@@ -302,6 +353,12 @@ def cmd_rotate_kek(args: argparse.Namespace) -> int:
     from hsmbridge.kek_rotation import format_progress, rotate_master_kek
 
     cfg = _config(args)
+    if cfg.hsm.tokens:
+        # A new KEK generated on one token of a group could not be copied to the others.
+        raise InvalidInput(
+            "rotate-kek does not run on an HSM group: put the new KEK on every token with the HSM's own "
+            "tools, then rotate with a configuration naming one token (docs/operating.md, HSM groups)"
+        )
     daemon.prepare_environment(cfg)
     settings = daemon.hsm_settings(cfg)
     backend = Pkcs11Backend(replace(settings, pool_size=max(settings.pool_size, args.workers + 1)))

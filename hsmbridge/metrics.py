@@ -165,6 +165,32 @@ class HsmCollector(Collector):
         yield info
 
 
+class HsmGroupCollector(Collector):
+    """Each token of an HSM group (hsm/group.py): whether it serves, and how often it failed."""
+
+    def __init__(self, group: Any) -> None:
+        self._group = group
+
+    def collect(self) -> Iterator[Any]:
+        tokens = self._group.status()
+        up = GaugeMetricFamily(
+            "hsmbridge_hsm_token_up", "1 while the group's token is in service", labels=["token"]
+        )
+        active = GaugeMetricFamily(
+            "hsmbridge_hsm_token_active", "1 for the token new requests go to", labels=["token"]
+        )
+        failures = CounterMetricFamily(
+            "hsmbridge_hsm_token_failures", "Times the token was taken out of service", labels=["token"]
+        )
+        for token in tokens:
+            up.add_metric([token.name], 1 if token.state == "up" else 0)
+            active.add_metric([token.name], 1 if token.active else 0)
+            failures.add_metric([token.name], token.failures)
+        yield up
+        yield active
+        yield failures
+
+
 # --- HSM operation latency ---------------------------------------------------------------------
 
 
@@ -303,6 +329,8 @@ class Metrics:
         """Scrape-time cache/pool readings (real PKCS#11 backends only) and HSM call latency."""
         if hasattr(backend, "cache") and hasattr(backend, "pool"):
             self.registry.register(HsmCollector(backend))
+        if hasattr(backend, "status"):
+            self.registry.register(HsmGroupCollector(backend))
         instrument_backend(backend, self.hsm)
 
     def watch_keypair_pool(self, pool: Any) -> None:

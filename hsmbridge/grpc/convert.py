@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -116,4 +117,5 @@ def hsm_info(info: HsmInfo) -> hsm_pb2.HsmInfo:
         kek_label=info.kek_label,
         session_pool_size=info.session_pool_size,
         capabilities=capabilities(info.capabilities),
+        tokens=[hsm_pb2.HsmToken(**asdict(token)) for token in info.tokens],
     )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16hsmbridge/v1/hsm.proto\x12\x0chsmbridge.v1\"\x13\n\x11GetHsmInfoRequest\"\xc7\x01\n\x0fHsmCapabilities\x12\x0f\n\x07\x61\x65s_gcm\x18\x01 \x01(\x08\x12\x14\n\x0c\x61\x65s_key_wrap\x18\x02 \x01(\x08\x12\x18\n\x10\x61\x65s_key_wrap_pad\x18\x03 \x01(\x08\x12\x15\n\rrsa_oaep_sha1\x18\x04 \x01(\x08\x12\x17\n\x0frsa_oaep_sha256\x18\x05 \x01(\x08\x12\x10\n\x08rsa_x509\x18\x06 \x01(\x08\x12\x13\n\x0btrusted_kek\x18\x07 \x01(\x08\x12\x1c\n\x14oaep_sha256_fallback\x18\x08 \x01(\x08\"\x8e\x02\n\x07HsmInfo\x12\x14\n\x0clibrary_path\x18\x01 \x01(\t\x12\x14\n\x0cmanufacturer\x18\x02 \x01(\t\x12\x1b\n\x13library_description\x18\x03 \x01(\t\x12\x17\n\x0flibrary_version\x18\x04 \x01(\t\x12\x13\n\x0btoken_label\x18\x05 \x01(\t\x12\x14\n\x0ctoken_serial\x18\x06 \x01(\t\x12\x13\n\x0btoken_model\x18\x07 \x01(\t\x12\x11\n\tkek_label\x18\x08 \x01(\t\x12\x19\n\x11session_pool_size\x18\t \x01(\x05\x12\x33\n\x0c\x63\x61pabilities\x18\n \x01(\x0b\x32\x1d.hsmbridge.v1.HsmCapabilities2R\n\nHsmService\x12\x44\n\nGetHsmInfo\x12\x1f.hsmbridge.v1.GetHsmInfoRequest\x1a\x15.hsmbridge.v1.HsmInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16hsmbridge/v1/hsm.proto\x12\x0chsmbridge.v1\"\x13\n\x11GetHsmInfoRequest\"\xc7\x01\n\x0fHsmCapabilities\x12\x0f\n\x07\x61\x65s_gcm\x18\x01 \x01(\x08\x12\x14\n\x0c\x61\x65s_key_wrap\x18\x02 \x01(\x08\x12\x18\n\x10\x61\x65s_key_wrap_pad\x18\x03 \x01(\x08\x12\x15\n\rrsa_oaep_sha1\x18\x04 \x01(\x08\x12\x17\n\x0frsa_oaep_sha256\x18\x05 \x01(\x08\x12\x10\n\x08rsa_x509\x18\x06 \x01(\x08\x12\x13\n\x0btrusted_kek\x18\x07 \x01(\x08\x12\x1c\n\x14oaep_sha256_fallback\x18\x08 \x01(\x08\"\x95\x01\n\x08HsmToken\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x13\n\x0btoken_label\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x11\n\tkek_check\x18\x06 \x01(\t\x12\x10\n\x08\x66\x61ilures\x18\x07 \x01(\x03\x12\x12\n\nlast_error\x18\x08 \x01(\t\"\xb6\x02\n\x07HsmInfo\x12\x14\n\x0clibrary_path\x18\x01 \x01(\t\x12\x14\n\x0cmanufacturer\x18\x02 \x01(\t\x12\x1b\n\x13library_description\x18\x03 \x01(\t\x12\x17\n\x0flibrary_version\x18\x04 \x01(\t\x12\x13\n\x0btoken_label\x18\x05 \x01(\t\x12\x14\n\x0ctoken_serial\x18\x06 \x01(\t\x12\x13\n\x0btoken_model\x18\x07 \x01(\t\x12\x11\n\tkek_label\x18\x08 \x01(\t\x12\x19\n\x11session_pool_size\x18\t \x01(\x05\x12\x33\n\x0c\x63\x61pabilities\x18\n \x01(\x0b\x32\x1d.hsmbridge.v1.HsmCapabilities\x12&\n\x06tokens\x18\x0b \x03(\x0b\x32\x16.hsmbridge.v1.HsmToken2R\n\nHsmService\x12\x44\n\nGetHsmInfo\x12\x1f.hsmbridge.v1.GetHsmInfoRequest\x1a\x15.hsmbridge.v1.HsmInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETHSMINFOREQUEST']._serialized_end=59
   _globals['_HSMCAPABILITIES']._serialized_start=62
   _globals['_HSMCAPABILITIES']._serialized_end=261
-  _globals['_HSMINFO']._serialized_start=264
-  _globals['_HSMINFO']._serialized_end=534
-  _globals['_HSMSERVICE']._serialized_start=536
-  _globals['_HSMSERVICE']._serialized_end=618
+  _globals['_HSMTOKEN']._serialized_start=264
+  _globals['_HSMTOKEN']._serialized_end=413
+  _globals['_HSMINFO']._serialized_start=416
+  _globals['_HSMINFO']._serialized_end=726
+  _globals['_HSMSERVICE']._serialized_start=728
+  _globals['_HSMSERVICE']._serialized_end=810
 # @@protoc_insertion_point(module_scope)

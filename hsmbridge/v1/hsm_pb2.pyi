@@ -1,6 +1,7 @@
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -29,8 +30,28 @@ class HsmCapabilities(_message.Message):
     oaep_sha256_fallback: bool
     def __init__(self, aes_gcm: _Optional[bool] = ..., aes_key_wrap: _Optional[bool] = ..., aes_key_wrap_pad: _Optional[bool] = ..., rsa_oaep_sha1: _Optional[bool] = ..., rsa_oaep_sha256: _Optional[bool] = ..., rsa_x509: _Optional[bool] = ..., trusted_kek: _Optional[bool] = ..., oaep_sha256_fallback: _Optional[bool] = ...) -> None: ...
 
+class HsmToken(_message.Message):
+    __slots__ = ("name", "module", "token_label", "state", "active", "kek_check", "failures", "last_error")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_LABEL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    KEK_CHECK_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    module: str
+    token_label: str
+    state: str
+    active: bool
+    kek_check: str
+    failures: int
+    last_error: str
+    def __init__(self, name: _Optional[str] = ..., module: _Optional[str] = ..., token_label: _Optional[str] = ..., state: _Optional[str] = ..., active: _Optional[bool] = ..., kek_check: _Optional[str] = ..., failures: _Optional[int] = ..., last_error: _Optional[str] = ...) -> None: ...
+
 class HsmInfo(_message.Message):
-    __slots__ = ("library_path", "manufacturer", "library_description", "library_version", "token_label", "token_serial", "token_model", "kek_label", "session_pool_size", "capabilities")
+    __slots__ = ("library_path", "manufacturer", "library_description", "library_version", "token_label", "token_serial", "token_model", "kek_label", "session_pool_size", "capabilities", "tokens")
     LIBRARY_PATH_FIELD_NUMBER: _ClassVar[int]
     MANUFACTURER_FIELD_NUMBER: _ClassVar[int]
     LIBRARY_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +62,7 @@ class HsmInfo(_message.Message):
     KEK_LABEL_FIELD_NUMBER: _ClassVar[int]
     SESSION_POOL_SIZE_FIELD_NUMBER: _ClassVar[int]
     CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     library_path: str
     manufacturer: str
     library_description: str
@@ -51,4 +73,5 @@ class HsmInfo(_message.Message):
     kek_label: str
     session_pool_size: int
     capabilities: HsmCapabilities
-    def __init__(self, library_path: _Optional[str] = ..., manufacturer: _Optional[str] = ..., library_description: _Optional[str] = ..., library_version: _Optional[str] = ..., token_label: _Optional[str] = ..., token_serial: _Optional[str] = ..., token_model: _Optional[str] = ..., kek_label: _Optional[str] = ..., session_pool_size: _Optional[int] = ..., capabilities: _Optional[_Union[HsmCapabilities, _Mapping]] = ...) -> None: ...
+    tokens: _containers.RepeatedCompositeFieldContainer[HsmToken]
+    def __init__(self, library_path: _Optional[str] = ..., manufacturer: _Optional[str] = ..., library_description: _Optional[str] = ..., library_version: _Optional[str] = ..., token_label: _Optional[str] = ..., token_serial: _Optional[str] = ..., token_model: _Optional[str] = ..., kek_label: _Optional[str] = ..., session_pool_size: _Optional[int] = ..., capabilities: _Optional[_Union[HsmCapabilities, _Mapping]] = ..., tokens: _Optional[_Iterable[_Union[HsmToken, _Mapping]]] = ...) -> None: ...
