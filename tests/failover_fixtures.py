@@ -49,10 +49,11 @@ def outage(softhsm_dir: str, label: str) -> Iterator[None]:
         shutil.move(aside, path)
 
 
-@pytest.fixture(scope="session")
-def group_members(softhsm_token: dict[str, str], hsm_backend: object) -> list[Pkcs11Settings]:
+@pytest.fixture(scope="module")
+def group_members(softhsm_token: dict[str, str], hsm_backend: object) -> Iterator[list[Pkcs11Settings]]:
     """Settings of the two member tokens (`hsm_backend` first: it owns the session token's login,
-    and this re-initialises the module it shares)."""
+    and this re-initialises the module it shares). The tokens are deleted after the module, so
+    tests that look for the session token's directory (test_hsm_recovery.py) find only it."""
     conf = Path(softhsm_token["conf"])
     for label in (*LABELS, STRANGER):
         if not softhsm.token_exists(conf, label):
@@ -70,7 +71,10 @@ def group_members(softhsm_token: dict[str, str], hsm_backend: object) -> list[Pk
     library = Pkcs11Library.load(base.module)
     library.reinitialize(library.generation)
     import_shared_kek(members)
-    return members
+    yield members
+    for label in (*LABELS, STRANGER):
+        shutil.rmtree(token_dir(softhsm_token["dir"], label))
+    library.reinitialize(library.generation)
 
 
 @pytest.fixture

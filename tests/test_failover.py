@@ -175,3 +175,54 @@ def test_a_failed_token_is_replaced_within_a_second_and_taken_back_when_it_retur
     # After the return the first token serves again: its own cache, its own sessions.
     ref, iv, ct, data = refs[0]
     assert bytes(group.gcm_decrypt(ref, iv, ct, b"old")) == data
+
+
+def encrypted_import(der: bytes) -> tuple[bytes, bytes, bytes, bytes]:
+    """(material, encrypted key, iv, encrypted nonce) as a Key Protect client builds them."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    public = serialization.load_der_public_key(der)
+    material, iv, nonce = os.urandom(32), os.urandom(12), os.urandom(12)
+    sha1 = hashes.SHA1()
+    oaep = padding.OAEP(mgf=padding.MGF1(sha1), algorithm=sha1, label=None)
+    encrypted = public.encrypt(material, oaep)  # type: ignore[union-attr]
+    return material, encrypted, iv, AESGCM(material).encrypt(iv, nonce, None) + nonce
+
+
+def test_an_import_key_lives_on_its_token_and_is_not_made_twice(
+    group_members: list[Pkcs11Settings], token_outage: Callable[[str], AbstractContextManager[None]]
+) -> None:
+    """Import keypairs are token objects on one member. Creating one is never repeated on another
+    token; importing with it finds it wherever it is, and says "unavailable" (not "not found")
+    while the token that holds it is down."""
+    from hsmbridge.core.backend import OaepHash
+    from hsmbridge.errors import HsmUnavailable
+
+    # Health checks far apart: here only requests find the failure, so the keygen meets it.
+    group = Pkcs11Group(group_members, health_interval=60, recovery_interval=0.2)
+    try:
+        on_a = group.create_import_keypair("failover-import-a", 2048)
+        _, encrypted, iv, sealed = encrypted_import(on_a)
+        with token_outage("failover-a"):
+            with pytest.raises(HsmBridgeError):  # SoftHSM2 answers CKR_GENERAL_ERROR here
+                group.create_import_keypair("failover-import-lost", 2048)
+            assert states(group)["failover-a"] == ("down", False)
+            assert "failover-import-lost" not in group.find_import_keypairs("failover-import-")  # not on b
+            with pytest.raises(HsmUnavailable, match="a token that may hold it is down"):
+                group.import_key("failover-import-a", encrypted, OaepHash.SHA1, iv, sealed[:-12])
+            on_b = group.create_import_keypair("failover-import-b", 2048)  # b serves
+            _, e2, iv2, s2 = encrypted_import(on_b)
+            assert group.import_key("failover-import-b", e2, OaepHash.SHA1, iv2, s2[:-12]).nonce == s2[-12:]
+        group._wake.set()
+        wait_for(lambda: states(group)["failover-a"] == ("up", True), 15)
+        imported = group.import_key("failover-import-a", encrypted, OaepHash.SHA1, iv, sealed[:-12])
+        assert imported.nonce == sealed[-12:] and imported.wrapped.length == 32
+        # a serves again, and still finds the keypair made on b
+        assert group.import_key("failover-import-b", e2, OaepHash.SHA1, iv2, s2[:-12]).nonce == s2[-12:]
+        for object_id in ("failover-import-a", "failover-import-b", "failover-import-lost"):
+            group.destroy_import_keypair(object_id)
+        assert group.find_import_keypairs("failover-import-") == []
+    finally:
+        group.close()

@@ -103,3 +103,44 @@ def test_hsm_info_and_metrics_follow_a_token_out_and_back(
         crypto_pb2.UnwrapRequest(key_id=other.id, ciphertext=during.ciphertext), metadata=TENANT
     )
     assert opened.plaintext == b"during"
+
+
+def test_init_puts_one_kek_on_every_token_of_a_softhsm_group_and_hsm_info_shows_them(tmp_path: Path) -> None:
+    """`hsmbridge init --softhsm` with a group configuration, in a fresh directory, as a developer
+    runs it: both tokens created, one KEK imported into both (equal check values)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "hsmbridge.toml"
+    config.write_text(GROUP_CONFIG)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("HSMBRIDGE_") and k != "SOFTHSM2_CONF"}
+
+    def hsmbridge(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hsmbridge.cli", "--config", str(config), *args],
+            cwd=tmp_path,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    init = hsmbridge("init", "--softhsm")
+    assert init.returncode == 0, init.stderr
+    assert "imported one new master KEK 'failover-kek' into 2 tokens" in init.stdout
+    checks = [line.rsplit(" ", 1)[1] for line in init.stdout.splitlines() if "master KEK check value" in line]
+    assert len(checks) == 2 and checks[0] == checks[1]
+    again = hsmbridge("init", "--softhsm")
+    assert again.returncode == 0 and "imported" not in again.stdout, again.stderr
+    info = hsmbridge("hsm-info", "--json")
+    assert info.returncode == 0, info.stderr
+    tokens = json.loads(info.stdout)["tokens"]
+    assert [(t["name"], t["state"], t["kek_check"]) for t in tokens] == [
+        ("failover-a", "up", checks[0]),
+        ("failover-b", "up", checks[0]),
+    ]
+    pin = (tmp_path / "var" / "softhsm" / "pin").read_text()
+    assert pin not in init.stdout + init.stderr + info.stdout + info.stderr
