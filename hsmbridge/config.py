@@ -226,15 +226,16 @@ class Config(_Section):
                 ) from None
         raise InvalidInput(f"no HSM PIN configured: set hsm.pin_file or {PIN_ENV}")
 
-    def resolve_token_pin(self, token: HsmTokenConfig) -> str:
+    def resolve_token_pin(self, member: HsmTokenConfig) -> str:
         """A group member's PIN: its own `pin_file`, else the `[hsm]` PIN."""
-        if token.pin_file and not os.environ.get(PIN_ENV):
-            path = Path(token.pin_file)
+        if member.pin_file and not os.environ.get(PIN_ENV):
+            path = Path(member.pin_file)
             try:
                 return path.read_text().strip()
             except FileNotFoundError:
+                name = member.token_label if member.token_label is not None else f"slot {member.slot}"
                 raise InvalidInput(
-                    f"the HSM PIN file {path} of token {token.token_label!r} does not exist"
+                    f"the HSM PIN file {path} of HSM group member {name!r} does not exist"
                 ) from None
         return self.resolve_pin()
 
