@@ -394,19 +394,40 @@ class Pkcs11Backend:
                 raise
 
     def _probe(self) -> bool:
-        """Is our master KEK visible from the login session? One C_FindObjects, no state change."""
+        """Is our master KEK visible from the login session? One C_FindObjects, no state change;
+        asked once more after CKR_GENERAL_ERROR: SoftHSM2 fails one C_FindObjectsInit after a
+        session that owned objects closed (`transient_recovery`). A sibling's recovery closing its
+        sessions must not make this backend fail its probe, start recovering, and re-initialise
+        (or log out of) a token that serves (seen with two tokens of one module under load)."""
         try:
-            with self.library.calls(), self.pool.login_lock:
+            # Never on an event loop (readiness runs it in a thread): it may wait out a sibling's
+            # re-initialisation, which says nothing about our token, instead of failing for it.
+            with self.library.calls(wait=self.settings.recovery.drain_timeout), self.pool.login_lock:
+                # A sibling backend re-initialised the shared module since our last checkout: our
+                # login handle is dead (and its number may name another pool's session now).
+                # Catch up as the next checkout would, instead of probing with it.
                 try:
-                    self.pool.login.get_key(
-                        object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label
-                    )
+                    self.pool.catch_up()
                 except pkcs11.PKCS11Error as exc:
-                    _drop_frames(exc)  # inside the permit: see _drop_frames
+                    _drop_frames(exc)  # the token is still away
                     return False
+                for attempt in (1, 2):
+                    try:
+                        self.pool.login.get_key(
+                            object_class=ObjectClass.SECRET_KEY, label=self.settings.kek_label
+                        )
+                    except pkcs11.GeneralError as exc:
+                        _drop_frames(exc)  # inside the permit: see _drop_frames
+                        if attempt == 2:
+                            return False
+                    except pkcs11.PKCS11Error as exc:
+                        _drop_frames(exc)  # inside the permit: see _drop_frames
+                        return False
+                    else:
+                        return True
         except (HsmUnavailable, AttributeError):
             return False
-        return True
+        return False
 
     @property
     def healthy(self) -> bool:
@@ -480,7 +501,13 @@ class Pkcs11Backend:
     def _destroy_cached(self, entries: Sequence[CachedKey]) -> None:
         """Destroy evicted objects; caller holds the login lock (they belong to the login session)
         and a permit. Objects of an older epoch died with their login session: their handle
-        numbers may belong to new objects now, so they are never passed to the module."""
+        numbers may belong to new objects now, so they are never passed to the module. That holds
+        for the current epoch too when a sibling backend re-initialised the shared module and this
+        pool has not rebuilt yet (an eviction or a close between the two): then every cached
+        object is dead, and its handle may name another backend's object (a KEK) after the
+        re-initialisation."""
+        if self.pool.generation != self.library.generation:
+            return
         for entry in entries:
             if entry.epoch != self.pool.epoch:
                 continue

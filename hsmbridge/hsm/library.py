@@ -100,6 +100,11 @@ class DrainTimeout(HsmUnavailable):
     """Calls stayed inside the module too long to re-initialise it safely."""
 
 
+class Fenced(HsmUnavailable):
+    """A call refused because the module is being re-initialised (by any backend on it): says
+    nothing about the caller's token, which an HSM group must not take out of service for it."""
+
+
 class Pkcs11Library:
     """A loaded, OS-locking-initialised PKCS#11 module, shared per path within the process.
 
@@ -185,9 +190,7 @@ class Pkcs11Library:
         on the same module should not fail for it), then refuse."""
         with self._gate:
             if self._fenced and not self._gate.wait_for(lambda: not self._fenced, wait):
-                raise HsmUnavailable(
-                    "the HSM is being re-initialised; retry shortly", metadata={RETRY_AFTER: "1"}
-                )
+                raise Fenced("the HSM is being re-initialised; retry shortly", metadata={RETRY_AFTER: "1"})
             self._in_flight += 1
         try:
             yield

@@ -145,7 +145,28 @@ class SessionPool:
                 if slot.slot_id == self._slot_id:
                     return slot.get_token()
             raise p11.NoSuchToken(f"no token present in PKCS#11 slot {self._slot_id}")
-        return self._library.lib.get_token(token_label=self._token_label)
+        # Not `lib.get_token(token_label=...)`: it asks every slot for its token info and fails
+        # as a whole when one slot fails. SoftHSM2 answers C_GetTokenInfo with CKR_GENERAL_ERROR
+        # for a token whose directory is gone, so one member of a group being away made every
+        # other pool on the module unable to rebuild. A failing slot is skipped; it is re-raised
+        # only when no slot holds our token (it may be ours: transient, and at start-up the
+        # concurrent-open race that `_opening` retries).
+        found, failure = [], None
+        for slot in self._library.lib.get_slots(token_present=True):
+            try:
+                token = slot.get_token()
+            except (p11.GeneralError, p11.TokenNotPresent, p11.TokenNotRecognised) as exc:
+                failure = exc
+                continue
+            if token.label == self._token_label:
+                found.append(token)
+        if len(found) > 1:
+            raise p11.MultipleTokensReturned(f"several tokens labelled {self._token_label!r}")
+        if found:
+            return found[0]
+        if failure is not None:
+            raise failure
+        raise p11.NoSuchToken(f"no token labelled {self._token_label!r}")
 
     def _find_token(self) -> Any:
         """`_lookup_token` at start-up, where absent means misconfigured: say what to check."""
@@ -189,9 +210,21 @@ class SessionPool:
             finally:
                 self._release(pooled)
 
+    def catch_up(self) -> None:
+        """Rebuild when the module was re-initialised since, or the last rebuild failed (the token
+        was still away: no login). Decided under `login_lock`: many threads see the dead
+        generation at once, and one that read `login is None` while another's rebuild was in
+        progress must not rebuild a second time: a forced rebuild closes the login session, and
+        with it the keys the first rebuild's callers have just loaded into it (NoSuchKey under
+        load after a re-initialisation). The caller holds a permit."""
+        if self._library.generation == self.generation and self.login is not None:
+            return
+        with self.login_lock:
+            if self._library.generation != self.generation or self.login is None:
+                self.rebuild(force=self.login is None)
+
     def _acquire(self, timeout: float) -> PooledSession:
-        if self._library.generation != self.generation or self.login is None:
-            self.rebuild(force=self.login is None)
+        self.catch_up()
         with self._cond:
             if self._closed:
                 raise HsmUnavailable("the HSM session pool is closed")
