@@ -69,12 +69,12 @@ def group_members(softhsm_token: dict[str, str], hsm_backend: object) -> Iterato
     members = [replace(base, token_label=label) for label in LABELS]
     # SoftHSM2 sees tokens created after C_Initialize only after the next one.
     library = Pkcs11Library.load(base.module)
-    library.reinitialize(library.generation)
+    library.reinitialize(library.generation, drain_timeout=10)
     import_shared_kek(members)
     yield members
     for label in (*LABELS, STRANGER):
         shutil.rmtree(token_dir(softhsm_token["dir"], label))
-    library.reinitialize(library.generation)
+    library.reinitialize(library.generation, drain_timeout=10)
 
 
 @pytest.fixture

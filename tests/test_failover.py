@@ -232,7 +232,7 @@ def test_re_initialising_the_module_while_another_token_serves_costs_that_token_
     group_members: list[Pkcs11Settings],
 ) -> None:
     """The two tokens are slots of one module: one's recovery re-initialises what the other
-    serves from. Unguarded, SoftHSM2 crashed the process (3 runs of 4); with the call gate every
+    serves from. Unguarded, SoftHSM2 crashed the process (3 runs of 4); fenced and drained, every
     call of the serving token still succeeds, and gives the right answer."""
     a, b = (Pkcs11Backend(s) for s in group_members)
     try:
@@ -257,7 +257,7 @@ def test_re_initialising_the_module_while_another_token_serves_costs_that_token_
             t.start()
         try:
             for _ in range(20):
-                a.library.reinitialize(a.library.generation)
+                a.library.reinitialize(a.library.generation, drain_timeout=10)
                 a.random(1)  # the re-initialising side logs in again too
         finally:
             stop.set()

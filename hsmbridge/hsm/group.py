@@ -11,12 +11,16 @@ transient session objects (envelope crypto, key generation and wrapping, which r
 the caller has not stored yet). Creating an import keypair persists a token object on one
 member, so it is never repeated elsewhere.
 
-A member that failed is checked every `recovery_interval` and taken back (traffic returns to it,
-configured order first) once it answers and still holds the group's KEK. Some modules (SoftHSM2)
-show a token that came back only after `C_Initialize`: a failed check re-initialises the
-member's module, at most once per `recovery_interval`. Members of one module share that state
-(`Pkcs11Library`), so a re-initialisation waits for the other members' calls in flight and
-holds new ones back for its duration (`CallGate`); they then log in again and reload their keys.
+A member's outage is healed by that member's own recovery (hsm/recovery.py, `HsmHealth`): the
+failure that took it out starts it, and it re-initialises the module with capped backoff, fenced
+and drained (hsm/library.py), for as long as it takes. The group only routes: it sends nothing to
+a member whose backend is not `healthy`, asks each serving member `check()` every
+`health_interval` (which notices a token that vanished while no request came, and starts that
+member's recovery), and takes a member back once its backend is healthy again and its KEK check
+value still matches the group's. Members of one module share its initialisation: a member whose
+token is gone re-initialises a module its siblings serve from at most once per
+`recovery_interval` (`RecoveryPolicy.shared_reinit_interval`); the siblings' calls in flight are
+drained first, and they log in again and reload their keys on their next checkout.
 
 Every member must hold the same master KEK. It is fingerprinted by wrapping a fixed value under
 it with RFC 5649 (deterministic, and portable to any token that can wrap at all): a member whose
@@ -62,7 +66,7 @@ from hsmbridge.errors import (
 )
 from hsmbridge.hsm.backend import Pkcs11Backend, Pkcs11Settings
 from hsmbridge.hsm.errors import to_domain
-from hsmbridge.hsm.library import Pkcs11Library
+from hsmbridge.hsm.library import Fenced, Pkcs11Library
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +109,34 @@ class _Member:
 
     @property
     def up(self) -> bool:
-        return self.state == "up" and self.backend is not None
+        """In service: taken in by the group, and its backend is not recovering."""
+        return self.state == "up" and self.backend is not None and self.backend.healthy
+
+
+class _GroupHealth:
+    """The group's answer to liveness (daemon.check_live): wedged only when no member serves and a
+    member's recovery is wedged; a restart cannot help while another member serves."""
+
+    def __init__(self, members: Sequence[_Member]) -> None:
+        self._members = members
+
+    @property
+    def wedged(self) -> bool:
+        if any(m.up for m in self._members):
+            return False
+        return any(m.backend is not None and m.backend.health.wedged for m in self._members)
+
+
+def member_settings(settings: Pkcs11Settings, recovery_interval: float) -> Pkcs11Settings:
+    """A member's own recovery, tuned for a group. A request that saw its member fail does not
+    wait for that member's first recovery attempt (`caller_wait` 0): the group retries it on
+    another member at once. And a member whose token is gone re-initialises the module its
+    siblings serve from once per `recovery_interval` rather than every 10 s: some modules
+    (SoftHSM2) show a returned token only after `C_Initialize`."""
+    return replace(
+        settings,
+        recovery=replace(settings.recovery, caller_wait=0.0, shared_reinit_interval=recovery_interval),
+    )
 
 
 class Pkcs11Group:
@@ -130,11 +161,14 @@ class Pkcs11Group:
         self.settings = members[0]
         self.health_interval = health_interval
         self.recovery_interval = recovery_interval
-        self._members = [_Member(name, s) for name, s in zip(names, members, strict=True)]
+        self._members = [
+            _Member(name, member_settings(s, recovery_interval))
+            for name, s in zip(names, members, strict=True)
+        ]
+        self.health = _GroupHealth(self._members)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
-        self._reinitialized_at: dict[str, float] = {}
         self._import_owner: dict[str, _Member] = {}
         self._group_check = ""
         try:
@@ -184,64 +218,60 @@ class Pkcs11Group:
     # -- health ------------------------------------------------------------------------------------
 
     def _out_of_service(self, member: _Member, exc: BaseException) -> None:
+        """Stop routing to `member`. Its own recovery heals it (a device-level failure started it);
+        `_take_back` returns it to service."""
         with self._lock:
             was_up = member.state == "up"
             if member.state != "refused":
                 member.state = "down"
             member.last_error = type(exc).__name__
-            # The first check comes at once: a member hit only by a neighbour's recovery (a
-            # re-initialisation of the module they share) answers it and is back within one tick.
+            # The first look comes at once: a member hit only by a neighbour's re-initialisation
+            # of the module they share is healthy again by its next checkout.
             member.next_check = time.monotonic()
             if was_up:
                 member.failures += 1
         if was_up:
-            log.warning("HSM group: token %s out of service (%s)", member.name, member.last_error)
+            log.warning("HSM group: token %s out of service (%s: %s)", member.name, member.last_error, exc)
             self._wake.set()
 
-    def _probe(self, member: _Member) -> None:
-        """A cheap question the token must answer: the master KEK is still found by label.
-
-        Straight on a pooled session, not through the backend's recovery loop: a token that is
-        down would re-initialise the module on every check; `_try_recover` paces that instead."""
+    @staticmethod
+    def _check(member: _Member) -> bool:
+        """The member's own health check (`Pkcs11Backend.check`: one C_FindObjects for the KEK,
+        asked twice on SoftHSM2's one-off CKR_GENERAL_ERROR); a failed one starts its recovery."""
         backend = member.backend
         assert backend is not None
-        with backend.pool.checkout() as pooled:
-            pooled.session.get_key(
-                object_class=pkcs11.ObjectClass.SECRET_KEY, label=member.settings.kek_label
-            )
+        return backend.check()
 
     def _watch(self) -> None:
         while not self._closed.is_set():
-            self._wake.wait(self.health_interval)
+            # serving members are checked every health_interval; one out of service is looked at
+            # every recovery_interval, so that it is taken back soon after its recovery succeeds
+            out = any(m.state == "down" for m in self._members)
+            self._wake.wait(
+                min(self.health_interval, self.recovery_interval) if out else self.health_interval
+            )
             self._wake.clear()
             for member in self._members:
                 if self._closed.is_set():
                     return
                 if member.up:
-                    try:
-                        self._probe(member)
-                    except (HsmBridgeError, pkcs11.PKCS11Error):
-                        # Once more before acting: SoftHSM2 fails one C_FindObjectsInit after a
-                        # session that owned objects closed (docs/hsm.md), and the check must not
-                        # take a healthy member out for that.
-                        try:
-                            self._probe(member)
-                        except (HsmBridgeError, pkcs11.PKCS11Error) as exc:
-                            self._out_of_service(member, exc)
+                    if not self._check(member):
+                        self._out_of_service(member, HsmUnavailable("health check failed"))
+                elif member.state == "up":
+                    # its backend is recovering: counted and logged as out of service meanwhile
+                    self._out_of_service(member, HsmUnavailable("recovering"))
                 elif member.state == "down" and time.monotonic() >= member.next_check:
-                    self._try_recover(member)
+                    self._take_back(member)
 
-    def _try_recover(self, member: _Member) -> None:
+    def _take_back(self, member: _Member) -> None:
+        """Return a member to service once its backend is healthy and holds the group's KEK. A
+        member that was down at start has no backend yet: building one is its recovery."""
         member.next_check = time.monotonic() + self.recovery_interval
         try:
             if member.backend is None:
                 member.backend = Pkcs11Backend(member.settings)
-            else:
-                try:
-                    self._probe(member)
-                except (HsmBridgeError, pkcs11.PKCS11Error):
-                    self._reinitialize(member.backend)
-                    self._probe(member)
+            if not member.backend.healthy or not self._check(member):
+                return  # still recovering (hsm/recovery.py), or its check just restarted that
             check = kek_check_value(member.backend)
         except (HsmBridgeError, pkcs11.PKCS11Error) as exc:
             member.last_error = type(exc).__name__
@@ -262,14 +292,20 @@ class Pkcs11Group:
             member.state = "up"
         log.warning("HSM group: token %s back in service", member.name)
 
-    def _reinitialize(self, backend: Pkcs11Backend) -> None:
-        """Some modules see a returned token only after C_Initialize; once per interval per module."""
-        library = backend.library
-        now = time.monotonic()
-        if now - self._reinitialized_at.get(library.path, -1e9) < self.recovery_interval:
-            return
-        self._reinitialized_at[library.path] = now
-        library.reinitialize(library.generation, attempts=1)
+    # -- group health: readiness and liveness (daemon.check_ready / check_live) --------------------
+
+    @property
+    def healthy(self) -> bool:
+        """Some member serves (no HSM call)."""
+        return bool(self._candidates())
+
+    def check(self) -> bool:
+        """Some member serves, confirmed by its own health check (see `_check`)."""
+        for member in self._candidates():
+            if self._check(member):
+                return True
+            self._out_of_service(member, HsmUnavailable("health check failed"))
+        return False
 
     # -- routing -----------------------------------------------------------------------------------
 
@@ -299,7 +335,10 @@ class Pkcs11Group:
                 error = exc
             if not _is_member_fault(error):
                 raise error
-            self._out_of_service(member, error)
+            if not isinstance(error, Fenced):
+                # a fence (the shared module being re-initialised for a sibling) is no fault of
+                # this member's: the request moves on, the member stays in service
+                self._out_of_service(member, error)
             tried.append(member)
             if not retry_safe or len(tried) > 1:
                 raise error
@@ -329,7 +368,7 @@ class Pkcs11Group:
                     name=m.name,
                     module=m.settings.module,
                     token_label=m.settings.token_label or "",
-                    state=m.state,
+                    state="up" if m.up else ("refused" if m.state == "refused" else "down"),
                     active=m is active,
                     kek_check=m.kek_check,
                     failures=m.failures,
