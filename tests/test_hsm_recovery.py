@@ -142,11 +142,18 @@ class RacingLibrary:
         return getattr(self._library, name)
 
     def get_token(self, **kwargs: object) -> RacingToken:
-        if self.token_failures > 0:
+        self.racing = self.token_failures > 0
+        if self.racing:
             self.token_failures -= 1
             raise p11.GeneralError()
         token = self._library.lib.get_token(**kwargs)
         return RacingToken(token, self.open_failures)
+
+    def get_slots(self, **kwargs: object) -> Any:
+        """The pool's slot-by-slot fallback after a failed get_token: the race fails it too."""
+        if self.racing:
+            raise p11.GeneralError()
+        return self._library.lib.get_slots(**kwargs)
 
 
 def racing_pool(hsm_settings: Any, hsm_backend: Pkcs11Backend, **failures: int) -> SessionPool:

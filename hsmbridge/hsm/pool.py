@@ -145,18 +145,21 @@ class SessionPool:
                 if slot.slot_id == self._slot_id:
                     return slot.get_token()
             raise p11.NoSuchToken(f"no token present in PKCS#11 slot {self._slot_id}")
-        # Not `lib.get_token(token_label=...)`: it asks every slot for its token info and fails
-        # as a whole when one slot fails. SoftHSM2 answers C_GetTokenInfo with CKR_GENERAL_ERROR
-        # for a token whose directory is gone, so one member of a group being away made every
-        # other pool on the module unable to rebuild. A failing slot is skipped; it is re-raised
+        try:
+            return self._library.lib.get_token(token_label=self._token_label)
+        except p11.GeneralError as exc:
+            failure = exc
+        # python-pkcs11's get_token asks every slot for its token info and fails as a whole when
+        # one slot fails. SoftHSM2 answers C_GetTokenInfo with CKR_GENERAL_ERROR for a token whose
+        # directory is gone, so one member of a group being away left every other pool on the
+        # module unable to rebuild. So ask slot by slot, skipping a failing one; the error counts
         # only when no slot holds our token (it may be ours: transient, and at start-up the
         # concurrent-open race that `_opening` retries).
-        found, failure = [], None
+        found = []
         for slot in self._library.lib.get_slots(token_present=True):
             try:
                 token = slot.get_token()
-            except (p11.GeneralError, p11.TokenNotPresent, p11.TokenNotRecognised) as exc:
-                failure = exc
+            except (p11.GeneralError, p11.TokenNotPresent, p11.TokenNotRecognised):
                 continue
             if token.label == self._token_label:
                 found.append(token)
@@ -164,9 +167,7 @@ class SessionPool:
             raise p11.MultipleTokensReturned(f"several tokens labelled {self._token_label!r}")
         if found:
             return found[0]
-        if failure is not None:
-            raise failure
-        raise p11.NoSuchToken(f"no token labelled {self._token_label!r}")
+        raise failure
 
     def _find_token(self) -> Any:
         """`_lookup_token` at start-up, where absent means misconfigured: say what to check."""
