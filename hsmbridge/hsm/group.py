@@ -48,6 +48,7 @@ import pkcs11
 
 from hsmbridge.core.backend import (
     Capabilities,
+    ExportWrapping,
     HsmInfo,
     ImportedKey,
     KeyRef,
@@ -423,6 +424,17 @@ class Pkcs11Group:
         self, items: Sequence[tuple[KeyRef, bytes, bytes, bytes]]
     ) -> list[bytearray | HsmBridgeError]:
         return self._call("gcm-decrypt", lambda b: b.gcm_decrypt_many(items))
+
+    # Pushing material to a cloud KMS (hsm/export.py): transient session objects only, so each is
+    # safe to repeat on another member.
+    def key_check_value(self, wrapped: WrappedKey) -> bytes:
+        return self._call("key-check-value", lambda b: b.key_check_value(wrapped))
+
+    def export_wrappings(self) -> dict[ExportWrapping, bool]:
+        return self._call("export-wrappings", lambda b: b.export_wrappings())
+
+    def wrap_for_export(self, wrapped: WrappedKey, public_key_der: bytes, wrapping: ExportWrapping) -> bytes:
+        return self._call("wrap-for-export", lambda b: b.wrap_for_export(wrapped, public_key_der, wrapping))
 
     def evict(self, version_ids: Sequence[str]) -> None:
         for member in self._members:
