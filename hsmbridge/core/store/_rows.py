@@ -3,8 +3,8 @@
 Why one copy: both backends store the same schema (the same migration files), so how a `Key`
 becomes column values and back must not drift between them; the store test suite compares every
 backend against the same expectations, and a second hand-written mapper would be where they
-first disagree. Only SQL text (placeholders, locking clauses) differs per backend and stays in
-the backend modules.
+first disagree. The SQL itself is shared too (`_sql.py`); only placeholders and locking clauses
+differ per backend.
 
 Timestamps are fixed-width ISO-8601 UTC text in both engines (see migrations/001_initial.sql);
 booleans come back as 0/1 from SQLite and as `bool` from PostgreSQL, hence the `bool()` calls.
@@ -310,19 +310,3 @@ def _row_to_registration(row: Row) -> Registration:
         updated_at=_dt(row["updated_at"]),
         updated_by=row["updated_by"],
     )
-
-
-#: `list_rotation_candidates`, with ``{p}`` for the driver's placeholder. One text for both
-#: engines: booleans read as truth values in both, timestamps compare as fixed-width text.
-ROTATION_CANDIDATES_SQL = (
-    "SELECT tenant, id FROM keys WHERE rotation_enabled AND state = {p} AND NOT extractable "
-    "AND NOT imported AND COALESCE(last_rotated_at, created_at) < {p} AND (tenant, id) > ({p}, {p}) "
-    "ORDER BY tenant, id LIMIT {p}"
-)
-
-
-def rotation_candidates_params(
-    rotated_before: datetime, after: tuple[str, str] | None, limit: int
-) -> tuple[Any, ...]:
-    tenant, key_id = after or ("", "")
-    return (int(KeyState.ACTIVE), _ts(rotated_before), tenant, key_id, limit)

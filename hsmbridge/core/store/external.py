@@ -1,16 +1,16 @@
 """Store operations for external keys and bound import parameters (migration 003), written once.
 
-Why one module for both engines: the SQL is plain and identical in SQLite and PostgreSQL except
-for the placeholder style, so each engine's transaction hands `ExternalRows` its own ``execute``
-and says whether it wants ``%(name)s`` (psycopg) instead of ``:name`` (sqlite3). The row mapping
-then cannot drift between the engines, and tests/test_store_external.py runs against both.
+Why one module for both engines: the SQL is plain and identical in SQLite and PostgreSQL, so
+the shared transaction (`_sql.SqlTransaction.external`) hands `ExternalRows` its ``_write``, which
+takes ``:name`` placeholders and respells them for the engine (and runs each statement under a
+savepoint on PostgreSQL). The row mapping then cannot drift between the engines, and
+tests/test_store_external.py runs against both.
 """
 
 # ruff: noqa: S608 -- the SQL here is built from this module's column constants only.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -66,7 +66,6 @@ _EXTERNAL_COLUMNS = (
     "created_at",
 )
 _PARAMETER_COLUMNS = ("tenant", "id", "key_id", "hsm_object_id", "expires_at", "used")
-_NAMED = re.compile(r":([a-z_]+)")
 _SELECT_EXTERNAL = f"SELECT {', '.join(_EXTERNAL_COLUMNS)} FROM external_keys"
 _SELECT_PARAMETERS = f"SELECT {', '.join(_PARAMETER_COLUMNS)} FROM import_parameters"
 
@@ -125,14 +124,9 @@ def _row_to_parameters(row: Row) -> ImportParameters:
 class ExternalRows:
     """The 004 operations over one engine connection (inside that engine's transaction)."""
 
-    def __init__(self, execute: Execute, *, pyformat: bool) -> None:
-        self._execute_raw = execute
-        self._pyformat = pyformat
-
-    def _execute(self, sql: str, params: dict[str, Any]) -> Any:
-        if self._pyformat:
-            sql = _NAMED.sub(r"%(\1)s", sql)
-        return self._execute_raw(sql, params)
+    def __init__(self, execute: Execute) -> None:
+        #: runs ``:name``-style SQL on the engine (see the module docstring)
+        self._execute = execute
 
     # -- external keys -----------------------------------------------------------------------
 
