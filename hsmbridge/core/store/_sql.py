@@ -29,7 +29,8 @@ The engine hooks, and where their defaults come from:
   in one statement outside transactions);
 * transaction: `_write`, `_savepoint_usable`;
 * store: `_connection`, `_snapshot` (SQLite wraps a multi-query read in ``BEGIN``/``COMMIT``),
-  `_begin`, `_commit`, `_rollback_quietly`, `_reader_type`, `_transaction_type`.
+  `_begin`, `_commit`, `_rollback_quietly`, `_apply_migrations`, `_read_schema_version`,
+  `_close`, `_reader_type`, `_transaction_type`.
 """
 
 # ruff: noqa: S608 -- every SQL text here is assembled from this module's constants and
@@ -914,7 +915,39 @@ class SqlStore:
     def _rollback_quietly(self, conn: Any) -> None:
         raise NotImplementedError
 
+    def _apply_migrations(self, conn: Any) -> None:
+        """migrate.py's function for this engine (each takes its own lock; see there)."""
+        raise NotImplementedError
+
+    def _read_schema_version(self, conn: Any) -> int:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Close every connection this store opened."""
+        raise NotImplementedError
+
     # lifecycle -------------------------------------------------------------------------------
+
+    @guarded
+    def migrate(self) -> None:
+        """Apply pending schema migrations (idempotent)."""
+        with self._connection() as conn:
+            self._apply_migrations(conn)
+
+    @guarded
+    def schema_version(self) -> int:
+        with self._connection() as conn:
+            return self._read_schema_version(conn)
+
+    def close(self) -> None:
+        """Close every connection; later calls raise `InternalError`. Safe to call twice."""
+        try:
+            self._close()
+        except Exception as exc:
+            mapped = self._map_error(exc, "error while closing the store")
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     @guarded
     def ping(self) -> None:

@@ -82,7 +82,7 @@ from psycopg_pool import ConnectionPool, PoolClosed
 from hsmbridge.core.model import Key
 from hsmbridge.core.store import migrate as _migrate
 from hsmbridge.core.store._rows import _KEY_COLUMNS, _row_to_key
-from hsmbridge.core.store._sql import SqlReader, SqlStore, SqlTransaction, concurrent_update, guarded
+from hsmbridge.core.store._sql import SqlReader, SqlStore, SqlTransaction, concurrent_update
 from hsmbridge.errors import InternalError, StoreUnavailable
 
 __all__ = ["LOCK_TIMEOUT_S", "POOL_TIMEOUT_S", "PostgresStore", "redact_url"]
@@ -331,26 +331,13 @@ class PostgresStore(SqlStore):
         finally:
             self._pool.putconn(conn)
 
-    # lifecycle ---------------------------------------------------------------------------------
-
-    @guarded
-    def migrate(self) -> None:
-        with self._connection() as conn:
-            _migrate.migrate_postgres(conn)
-
-    @guarded
-    def schema_version(self) -> int:
-        with self._connection() as conn:
-            return _migrate.schema_version_postgres(conn)
-
-    def close(self) -> None:
-        """Close the pool; later calls raise `InternalError`. Safe to call twice."""
-        try:
-            self._pool.close()
-        except psycopg.Error as exc:
-            raise InternalError(f"error while closing the PostgreSQL store: {_describe(exc)}") from exc
-
     # engine hooks for SqlStore -----------------------------------------------------------------
+
+    def _close(self) -> None:
+        self._pool.close()
+
+    _apply_migrations = staticmethod(_migrate.migrate_postgres)
+    _read_schema_version = staticmethod(_migrate.schema_version_postgres)
 
     def _begin(self, conn: _Conn) -> None:
         # Explicit level: a server default of SERIALIZABLE would change the semantics.

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hsmbridge.core.store import migrate as _migrate
-from hsmbridge.core.store._sql import SqlReader, SqlStore, SqlTransaction, guarded
+from hsmbridge.core.store._sql import SqlReader, SqlStore, SqlTransaction
 from hsmbridge.errors import InternalError, StoreUnavailable
 
 __all__ = ["BUSY_TIMEOUT_S", "SqliteStore"]
@@ -230,29 +230,16 @@ class SqliteStore(SqlStore):
         if not self._memory and str(mode).lower() != "wal":
             raise InternalError(f"SQLite refused WAL mode (got {mode!r}); the store needs it")
 
-    # lifecycle ---------------------------------------------------------------------------------
-
-    @guarded
-    def migrate(self) -> None:
-        with self._conns.acquire() as conn:
-            _migrate.migrate(conn)
-
-    @guarded
-    def schema_version(self) -> int:
-        with self._conns.acquire() as conn:
-            return _migrate.schema_version(conn)
-
-    def close(self) -> None:
-        """Close every connection; later calls raise `InternalError`. Safe to call twice."""
-        try:
-            self._conns.close()
-        except sqlite3.Error as exc:
-            raise InternalError(f"error while closing the SQLite store: {exc}") from exc
-
     # engine hooks for SqlStore -----------------------------------------------------------------
 
     def _connection(self) -> Any:
         return self._conns.acquire()
+
+    def _close(self) -> None:
+        self._conns.close()
+
+    _apply_migrations = staticmethod(_migrate.migrate)
+    _read_schema_version = staticmethod(_migrate.schema_version)
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         # IMMEDIATE: take the write lock up front (waiting up to the busy timeout); a deferred
