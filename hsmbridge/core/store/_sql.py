@@ -80,7 +80,15 @@ from hsmbridge.core.store.base import (
     RegistrationQuery,
 )
 from hsmbridge.core.store.external import ExternalRows
-from hsmbridge.errors import AlreadyExists, Conflict, InternalError, InvalidInput, NotFound, Reason
+from hsmbridge.errors import (
+    AlreadyExists,
+    Conflict,
+    InternalError,
+    InvalidInput,
+    NotFound,
+    Reason,
+    StoreUnavailable,
+)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -127,6 +135,16 @@ def guarded(fn: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _
             raise mapped from exc
 
     return wrapper
+
+
+def store_fault(what: str, unavailable: bool, detail: str) -> StoreUnavailable | InternalError:
+    """A driver error met while doing `what`, as a domain error: `StoreUnavailable` (503 /
+    UNAVAILABLE with Retry-After, retried by clients) when it is the database's own condition
+    (down, full, read-only), `InternalError` (a bug) otherwise. `detail` is the engine's text,
+    which never quotes bound values."""
+    if unavailable:
+        return StoreUnavailable(f"the store is unavailable ({what}: {detail})", metadata={"retry_after": "1"})
+    return InternalError(f"database error in {what}: {detail}")
 
 
 def concurrent_update() -> Conflict:

@@ -82,8 +82,8 @@ from psycopg_pool import ConnectionPool, PoolClosed
 from hsmbridge.core.model import Key
 from hsmbridge.core.store import migrate as _migrate
 from hsmbridge.core.store._rows import _KEY_COLUMNS, _row_to_key
-from hsmbridge.core.store._sql import SqlReader, SqlStore, SqlTransaction, concurrent_update
-from hsmbridge.errors import InternalError, StoreUnavailable
+from hsmbridge.core.store._sql import SqlReader, SqlStore, SqlTransaction, concurrent_update, store_fault
+from hsmbridge.errors import InternalError
 
 __all__ = ["LOCK_TIMEOUT_S", "POOL_TIMEOUT_S", "PostgresStore", "redact_url"]
 
@@ -149,12 +149,7 @@ def _domain_error(exc: Exception, what: str) -> Exception | None:
         return InternalError("the store is closed")
     if not isinstance(exc, psycopg.Error):
         return None
-    if _unavailable(exc):
-        return StoreUnavailable(
-            f"the store is unavailable (database error in {what}: {_describe(exc)})",
-            metadata={"retry_after": "1"},
-        )
-    return InternalError(f"database error in {what}: {_describe(exc)}")
+    return store_fault(what, _unavailable(exc), _describe(exc))
 
 
 #: SQLSTATE classes of the server's condition, not the request's: connection exception (08),

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from hsmbridge.core.store import migrate as _migrate
-from hsmbridge.core.store._sql import SqlReader, SqlStore, SqlTransaction
+from hsmbridge.core.store._sql import SqlReader, SqlStore, SqlTransaction, store_fault
 from hsmbridge.errors import InternalError, StoreUnavailable
 
 __all__ = ["BUSY_TIMEOUT_S", "SqliteStore"]
@@ -78,12 +78,7 @@ def _domain_error(exc: Exception, what: str) -> Exception | None:
     """
     if not isinstance(exc, sqlite3.Error):
         return None
-    if _unavailable(exc):
-        return StoreUnavailable(
-            f"the store is unavailable ({getattr(exc, 'sqlite_errorname', 'error')} in {what})",
-            metadata={"retry_after": "1"},
-        )
-    return InternalError(f"database error in {what}: {exc}")
+    return store_fault(what, _unavailable(exc), f"{getattr(exc, 'sqlite_errorname', 'error')}: {exc}")
 
 
 class _SqliteReader(SqlReader):
