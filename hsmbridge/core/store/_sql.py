@@ -38,15 +38,15 @@ The engine hooks, and where their defaults come from:
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol
 
 from hsmbridge.core.model import DEFAULT_KEY_RING, ImportToken, Key, KeyState, KeyVersion, WrappedKey
+from hsmbridge.core.store._guard import guarded
 from hsmbridge.core.store._rows import (
     _IMPORT_COLUMNS,
     _KEY_COLUMNS,
@@ -90,10 +90,6 @@ from hsmbridge.errors import (
     StoreUnavailable,
 )
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-_S = TypeVar("_S", bound="_MapsErrors")
-
 #: Older SQLite builds cap bound parameters at 999; stay well below when expanding IN (...).
 MAX_IN_PARAMS = 500
 
@@ -109,32 +105,6 @@ class Cursor(Protocol):
 
 class Connection(Protocol):
     def execute(self, sql: str, params: Any = ..., /) -> Any: ...
-
-
-class _MapsErrors(Protocol):
-    @staticmethod
-    def _map_error(exc: Exception, what: str, /) -> Exception | None: ...
-
-
-def guarded(fn: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
-    """Turn any driver error into the engine's domain error, so no driver type reaches a caller.
-
-    The mapping itself is the engine's (`_map_error`): which driver errors mean "the store is
-    unavailable", "you lost a race" or "a bug". Domain errors raised inside pass through.
-    """
-    what = fn.__name__
-
-    @functools.wraps(fn)
-    def wrapper(self: _S, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return fn(self, *args, **kwargs)
-        except Exception as exc:
-            mapped = self._map_error(exc, what)
-            if mapped is None:
-                raise
-            raise mapped from exc
-
-    return wrapper
 
 
 def store_fault(what: str, unavailable: bool, detail: str) -> StoreUnavailable | InternalError:
