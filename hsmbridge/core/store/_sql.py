@@ -25,12 +25,12 @@ can diagnose the violation) and catches ``self._integrity_error``.
 The engine hooks, and where their defaults come from:
 
 * reader: `_integrity_error`, `_map_error` (driver error → domain error), `_translate`
-  (placeholders), `_lock_tenant`, `_for_update`, `_keys` (PostgreSQL reads a key with its aliases
-  in one statement outside transactions);
+  (placeholders), `_any` (membership in a list of values), `_lock_tenant`, `_for_update`, `_keys`
+  (PostgreSQL reads a key with its aliases in one statement outside transactions);
 * transaction: `_write`, `_savepoint_usable`;
-* store: `_connection`, `_snapshot` (SQLite wraps a multi-query read in ``BEGIN``/``COMMIT``),
-  `_begin`, `_commit`, `_rollback_quietly`, `_apply_migrations`, `_read_schema_version`,
-  `_close`, `_reader_type`, `_transaction_type`.
+* store: `_connection`, `_snapshot` (a reader for one read: SQLite wraps its queries in
+  ``BEGIN``/``COMMIT``), `_begin`, `_commit`, `_rollback_quietly`, `_apply_migrations`,
+  `_read_schema_version`, `_close`, `_transaction_type`.
 """
 
 # ruff: noqa: S608 -- every SQL text here is assembled from this module's constants and
@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
@@ -90,9 +90,6 @@ from hsmbridge.errors import (
     StoreUnavailable,
 )
 
-#: Older SQLite builds cap bound parameters at 999; stay well below when expanding IN (...).
-MAX_IN_PARAMS = 500
-
 
 class Cursor(Protocol):
     """What both drivers' ``execute`` returns and this module uses."""
@@ -123,15 +120,6 @@ def concurrent_update() -> Conflict:
         "the key was changed by another request; read it again and retry",
         reason=Reason.CONCURRENT_UPDATE,
     )
-
-
-def in_list(column: str, name: str, values: Sequence[Any], params: dict[str, Any]) -> str:
-    """``column IN (:name_0, …)``, binding each value into `params` (both engines accept it)."""
-    marks = []
-    for index, value in enumerate(values):
-        params[f"{name}_{index}"] = value
-        marks.append(f":{name}_{index}")
-    return f"{column} IN ({', '.join(marks)})"
 
 
 # --- SQL text ----------------------------------------------------------------------------------
@@ -180,24 +168,6 @@ _ROTATION_CANDIDATES = (
 )
 
 
-def key_filter(tenant: str, query: KeyQuery) -> tuple[str, dict[str, Any]] | None:
-    """WHERE clause and parameters for `query`; None when it can match nothing (``states=[]``)."""
-    clauses = ["k.tenant = :tenant"]
-    params: dict[str, Any] = {"tenant": tenant}
-    if query.states is not None:
-        states = sorted({int(s) for s in query.states})
-        if not states:
-            return None
-        clauses.append(in_list("k.state", "state", states, params))
-    if query.extractable is not None:
-        clauses.append("k.extractable = :extractable")
-        params["extractable"] = bool(query.extractable)
-    if query.key_ring is not None:
-        clauses.append("k.key_ring = :key_ring")
-        params["key_ring"] = query.key_ring
-    return " AND ".join(clauses), params
-
-
 def _version_params(version: KeyVersion) -> dict[str, Any]:
     return {
         "tenant": version.tenant,
@@ -239,6 +209,16 @@ class SqlReader:
         """`sql` with this driver's placeholders (the shared text uses ``:name``)."""
         return sql
 
+    @staticmethod
+    def _any(column: str, name: str, values: Sequence[Any], params: dict[str, Any]) -> str:
+        """A condition "`column` is one of `values`", binding them as the one parameter `name`.
+
+        Why one parameter, not ``IN (:v0, :v1, …)``: the statement text then stays the same
+        whatever the number of values, so the driver's prepared-statement cache serves it, and
+        no engine limit on bound parameters applies.
+        """
+        raise NotImplementedError
+
     def _lock_tenant(self, tenant: str) -> None:
         """Serialise this transaction with every other one reading `tenant` (PostgreSQL)."""
 
@@ -270,17 +250,32 @@ class SqlReader:
         # A statement of its own: on PostgreSQL it sees every alias committed before the row
         # locks above were granted (a subquery in the locking statement would not).
         found: dict[str, list[str]] = {row["id"]: [] for row in rows}
-        ids = list(found)
-        for start in range(0, len(ids), MAX_IN_PARAMS):
-            alias_params: dict[str, Any] = {"tenant": tenant}
-            members = in_list("key_id", "key", ids[start : start + MAX_IN_PARAMS], alias_params)
-            for alias in self._all(
-                f"SELECT key_id, alias FROM key_aliases WHERE tenant = :tenant AND {members} "
-                "ORDER BY key_id, seq",
-                alias_params,
-            ):
-                found[alias["key_id"]].append(alias["alias"])
+        alias_params: dict[str, Any] = {"tenant": tenant}
+        members = self._any("key_id", "key_ids", list(found), alias_params)
+        for alias in self._all(
+            f"SELECT key_id, alias FROM key_aliases WHERE tenant = :tenant AND {members} "
+            "ORDER BY key_id, seq",
+            alias_params,
+        ):
+            found[alias["key_id"]].append(alias["alias"])
         return [_row_to_key(row, found[row["id"]]) for row in rows]
+
+    def _key_filter(self, tenant: str, query: KeyQuery) -> tuple[str, dict[str, Any]] | None:
+        """WHERE clause and parameters for `query`; None when it can match nothing (``states=[]``)."""
+        clauses = ["k.tenant = :tenant"]
+        params: dict[str, Any] = {"tenant": tenant}
+        if query.states is not None:
+            states = sorted({int(s) for s in query.states})
+            if not states:
+                return None
+            clauses.append(self._any("k.state", "states", states, params))
+        if query.extractable is not None:
+            clauses.append("k.extractable = :extractable")
+            params["extractable"] = bool(query.extractable)
+        if query.key_ring is not None:
+            clauses.append("k.key_ring = :key_ring")
+            params["key_ring"] = query.key_ring
+        return " AND ".join(clauses), params
 
     def _key_exists(self, tenant: str, key_id: str) -> bool:
         return self._one(_KEY_ROW, {"tenant": tenant, "key_id": key_id}) is not None
@@ -317,7 +312,7 @@ class SqlReader:
         if query.limit < 0 or query.offset < 0:
             # SQLite reads LIMIT -1 as "no limit"; refuse rather than return everything.
             raise InvalidInput("limit and offset must not be negative", reason=Reason.INVALID_FIELD)
-        where = key_filter(tenant, query)
+        where = self._key_filter(tenant, query)
         if where is None or query.limit == 0:
             return []
         clause, params = where
@@ -326,7 +321,7 @@ class SqlReader:
 
     @guarded
     def count_keys(self, tenant: str, query: KeyQuery) -> int:
-        where = key_filter(tenant, query)
+        where = self._key_filter(tenant, query)
         if where is None:
             return 0
         clause, params = where
@@ -476,7 +471,7 @@ class SqlReader:
             states = sorted({int(s) for s in query.states})
             if not states:
                 return []
-            clauses.append(in_list("r.state", "state", states, params))
+            clauses.append(self._any("r.state", "states", states, params))
         if query.key_id is not None:
             clauses.append("r.key_id = :key_id")
             params["key_id"] = query.key_id
@@ -872,7 +867,6 @@ _KEY_CHILD_TABLES = ("key_aliases", "key_policies", "registrations", "external_k
 class SqlStore:
     """`Store` over one engine: transactions, and the reads outside them (one snapshot each)."""
 
-    _reader_type: ClassVar[type[SqlReader]]
     _transaction_type: ClassVar[type[SqlTransaction]]
 
     def __init__(self) -> None:
@@ -890,8 +884,8 @@ class SqlStore:
         """A connection for one read or one transaction."""
         raise NotImplementedError
 
-    def _snapshot(self, conn: Any) -> AbstractContextManager[None]:
-        """Around a read outside a transaction, so that all its queries see one snapshot."""
+    def _snapshot(self) -> AbstractContextManager[SqlReader]:
+        """A reader for one read outside a transaction, all of whose queries see one snapshot."""
         raise NotImplementedError
 
     def _begin(self, conn: Any) -> None:
@@ -979,15 +973,10 @@ class SqlStore:
                     raise
                 raise mapped from exc
 
-    @contextmanager
-    def _reading(self) -> Iterator[SqlReader]:
+    def _reading(self) -> AbstractContextManager[SqlReader]:
         """This thread's open transaction if there is one (it sees its own writes), else one snapshot."""
         tx: SqlTransaction | None = getattr(self._local, "tx", None)
-        if tx is not None:
-            yield tx
-            return
-        with self._connection() as conn, self._snapshot(conn):
-            yield self._reader_type(conn)
+        return self._snapshot() if tx is None else nullcontext(tx)
 
     # reads -----------------------------------------------------------------------------------
 

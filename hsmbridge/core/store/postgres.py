@@ -67,8 +67,8 @@ from __future__ import annotations
 import functools
 import re
 import zlib
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -212,6 +212,11 @@ class _PostgresReader(SqlReader):
         super().__init__(conn)
         self._tenants_locked: set[str] = set()
 
+    @staticmethod
+    def _any(column: str, name: str, values: Sequence[Any], params: dict[str, Any]) -> str:
+        params[name] = list(values)
+        return f"{column} = ANY(:{name})"
+
     def _lock_tenant(self, tenant: str) -> None:
         """Serialise this transaction with every other one that reads this tenant's data."""
         if not self._locking or tenant in self._tenants_locked:
@@ -259,7 +264,6 @@ class PostgresStore(SqlStore):
     `min_size`/`max_size` bound the pool: `max_size` is the most connections one daemon opens.
     """
 
-    _reader_type = _PostgresReader
     _transaction_type = _PostgresTransaction
     _map_error = staticmethod(_domain_error)
 
@@ -346,9 +350,11 @@ class PostgresStore(SqlStore):
             )
         conn.execute("COMMIT")
 
-    def _snapshot(self, conn: _Conn) -> AbstractContextManager[None]:
+    @contextmanager
+    def _snapshot(self) -> Iterator[_PostgresReader]:
         # Each read is one statement (see the module docstring): it is its own snapshot.
-        return nullcontext()
+        with self._connection() as conn:
+            yield _PostgresReader(conn)
 
     @staticmethod
     def _rollback_quietly(conn: _Conn) -> None:

@@ -27,10 +27,11 @@ only what is SQLite's own: connections, ``BEGIN IMMEDIATE``, and the error mappi
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,12 @@ def _domain_error(exc: Exception, what: str) -> Exception | None:
 class _SqliteReader(SqlReader):
     _integrity_error = sqlite3.IntegrityError
     _map_error = staticmethod(_domain_error)
+
+    @staticmethod
+    def _any(column: str, name: str, values: Sequence[Any], params: dict[str, Any]) -> str:
+        # A JSON array read by json_each (built into SQLite since 3.38).
+        params[name] = json.dumps(list(values))
+        return f"{column} IN (SELECT value FROM json_each(:{name}))"  # noqa: S608 -- names only
 
 
 class _SqliteTransaction(_SqliteReader, SqlTransaction):
@@ -203,7 +210,6 @@ class _SharedConnection:
 class SqliteStore(SqlStore):
     """`Store` on SQLite. Call `migrate()` once at start-up before anything else."""
 
-    _reader_type = _SqliteReader
     _transaction_type = _SqliteTransaction
     _map_error = staticmethod(_domain_error)
 
@@ -245,19 +251,20 @@ class SqliteStore(SqlStore):
         conn.execute("COMMIT")
 
     @contextmanager
-    def _snapshot(self, conn: sqlite3.Connection) -> Iterator[None]:
-        conn.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._rollback_quietly(conn)
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error:
-            # Never leave this thread's connection inside a transaction.
-            self._rollback_quietly(conn)
-            raise
+    def _snapshot(self) -> Iterator[_SqliteReader]:
+        with self._conns.acquire() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield _SqliteReader(conn)
+            except BaseException:
+                self._rollback_quietly(conn)
+                raise
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                # Never leave this thread's connection inside a transaction.
+                self._rollback_quietly(conn)
+                raise
 
     @staticmethod
     def _rollback_quietly(conn: sqlite3.Connection) -> None:
