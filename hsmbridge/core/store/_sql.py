@@ -22,7 +22,7 @@ what serialises read-check-write sequences per tenant (see postgres.py). A write
 a constraint goes through ``self._write`` (under a savepoint on PostgreSQL, so a follow-up query
 can diagnose the violation) and catches ``self._integrity_error``.
 
-The engine hooks, and where their defaults come from:
+The engine hooks (sqlite.py and postgres.py implement or override them):
 
 * reader: `_integrity_error`, `_map_error` (driver error → domain error), `_translate`
   (placeholders), `_any` (membership in a list of values), `_lock_tenant`, `_for_update`, `_keys`
@@ -251,7 +251,11 @@ class SqlReader:
         # locks above were granted (a subquery in the locking statement would not).
         found: dict[str, list[str]] = {row["id"]: [] for row in rows}
         alias_params: dict[str, Any] = {"tenant": tenant}
-        members = self._any("key_id", "key_ids", list(found), alias_params)
+        if len(found) == 1:  # get_key, get_key_by_alias: the hot path, a plain equality
+            alias_params["key_id"] = rows[0]["id"]
+            members = "key_id = :key_id"
+        else:
+            members = self._any("key_id", "key_ids", list(found), alias_params)
         for alias in self._all(
             f"SELECT key_id, alias FROM key_aliases WHERE tenant = :tenant AND {members} "
             "ORDER BY key_id, seq",
