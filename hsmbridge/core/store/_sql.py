@@ -80,6 +80,7 @@ from hsmbridge.core.store.base import (
     RegistrationQuery,
 )
 from hsmbridge.core.store.external import ExternalRows
+from hsmbridge.core.store.push_records import PushRecordReads, PushRecordWrites, PushStoreReads
 from hsmbridge.errors import (
     AlreadyExists,
     Conflict,
@@ -186,7 +187,7 @@ def _version_params(version: KeyVersion) -> dict[str, Any]:
 # --- reads ------------------------------------------------------------------------------------
 
 
-class SqlReader:
+class SqlReader(PushRecordReads):
     """Every read, bound to one connection: the store's own reads and a transaction's."""
 
     #: the driver's constraint-violation exception
@@ -503,7 +504,7 @@ class SqlReader:
 # --- writes -----------------------------------------------------------------------------------
 
 
-class SqlTransaction(SqlReader):
+class SqlTransaction(SqlReader, PushRecordWrites):
     """The writer handed out by `transaction()`; dead once the `with` block ends.
 
     Why multi-statement writes (`insert_key`, `purge_key`, adding an alias) run under a
@@ -868,7 +869,7 @@ _KEY_CHILD_TABLES = ("key_aliases", "key_policies", "registrations", "external_k
 # --- the store --------------------------------------------------------------------------------
 
 
-class SqlStore:
+class SqlStore(PushStoreReads):
     """`Store` over one engine: transactions, and the reads outside them (one snapshot each)."""
 
     _transaction_type: ClassVar[type[SqlTransaction]]

@@ -1,9 +1,11 @@
 """The store's records for pushing keys to cloud KMSs (migration 004), shared by both engines.
 
 Why one module for SQLite and PostgreSQL: these are plain single-table reads and writes with no
-engine-specific locking, so the SQL is written once with ``:name`` parameters (SQLite's style,
-respelled ``%(name)s`` for psycopg) and each backend only names its dialect and its error guard
-on its reader class. The contract test (tests/test_push_store.py) runs on both engines.
+engine-specific locking, so the SQL is written once with ``:name`` parameters and runs through
+the shared implementation's primitives (`_sql.SqlReader._one`/``_all``/``_exec``, which respell
+the placeholders for the engine), each operation `guarded` like every other store operation. The
+mixins are bases of `SqlReader`, `SqlTransaction` and `SqlStore`, so no engine module names them.
+The contract test (tests/test_push_store.py) runs on both engines.
 
 Unique names and (connection, cloud key) pairs are checked inside the write transaction before
 the insert, so a taken one is `AlreadyExists`; a concurrent insert that wins the race between
@@ -16,15 +18,13 @@ error instead (it is an operator creating the same connection twice at the same 
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
+from hsmbridge.core.store._guard import guarded
 from hsmbridge.core.store._rows import _dt, _dt_opt, _ts, _ts_opt
-from hsmbridge.core.store.migrate import Dialect
 from hsmbridge.errors import AlreadyExists, Conflict
 
 CLOUDS = ("ibm", "aws", "huawei")
@@ -102,7 +102,6 @@ _KEY_COLUMNS = (
 )
 _SELECT_CONNECTION = f"SELECT {', '.join(_CONNECTION_COLUMNS)} FROM push_connections"
 _SELECT_KEY = f"SELECT {', '.join(_KEY_COLUMNS)} FROM push_cloud_keys"
-_PARAM = re.compile(r":([a-z_]+)")
 
 
 def _insert(table: str, columns: Sequence[str]) -> str:
@@ -182,30 +181,20 @@ def _row_to_key(row: Any) -> CloudKey:
 
 
 class PushRecordReads:
-    """Mixed into each backend's reader. The backend names its dialect and its `_guarded` (which
-    turns driver errors into domain errors); both engines' connections answer `execute(sql,
-    params)` with a cursor, so the three primitives are written once here."""
-
-    _push_dialect: ClassVar[Dialect] = Dialect.SQLITE
-    _push_guard: ClassVar[Callable[[Callable[[], Any]], Callable[[], Any]]]
-
-    def _db(self) -> Any: ...
-
-    def _push_run(self, sql: str, params: Mapping[str, Any]) -> Any:
-        if self._push_dialect is not Dialect.SQLITE:
-            sql = _PARAM.sub(r"%(\1)s", sql)
-        return self._push_guard(lambda: self._db().execute(sql, params))()
+    """A base of `_sql.SqlReader`: its ``_one``/``_all``/``_exec`` run the ``:name`` SQL on the
+    engine, and `guarded` maps driver errors with the engine's mapping."""
 
     def _push_one(self, sql: str, params: Mapping[str, Any]) -> Any:
-        return self._push_guard(lambda: self._push_run(sql, params).fetchone())()
+        return self._one(sql, dict(params))  # type: ignore[attr-defined]
 
     def _push_all(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
-        return list(self._push_guard(lambda: self._push_run(sql, params).fetchall())())
+        return list(self._all(sql, dict(params)))  # type: ignore[attr-defined]
 
     def _push_exec(self, sql: str, params: Mapping[str, Any]) -> int:
         """Run a write; the number of rows it changed."""
-        return int(self._push_run(sql, params).rowcount)
+        return int(self._exec(sql, dict(params)).rowcount)  # type: ignore[attr-defined]
 
+    @guarded
     def get_push_connection(self, tenant: str, ref: str) -> PushConnection | None:
         """By id, else by name."""
         row = self._push_one(
@@ -215,18 +204,21 @@ class PushRecordReads:
         )
         return None if row is None else _row_to_connection(row)
 
+    @guarded
     def list_push_connections(self, tenant: str) -> list[PushConnection]:
         rows = self._push_all(
             f"{_SELECT_CONNECTION} WHERE tenant = :tenant ORDER BY created_at, id", {"tenant": tenant}
         )
         return [_row_to_connection(row) for row in rows]
 
+    @guarded
     def get_cloud_key(self, tenant: str, key_id: str) -> CloudKey | None:
         row = self._push_one(
             f"{_SELECT_KEY} WHERE tenant = :tenant AND id = :id", {"tenant": tenant, "id": key_id}
         )
         return None if row is None else _row_to_key(row)
 
+    @guarded
     def find_cloud_key(self, tenant: str, connection_id: str, kms_id: str) -> CloudKey | None:
         row = self._push_one(
             f"{_SELECT_KEY} WHERE tenant = :tenant AND connection_id = :connection_id AND kms_id = :kms_id",
@@ -234,6 +226,7 @@ class PushRecordReads:
         )
         return None if row is None else _row_to_key(row)
 
+    @guarded
     def list_cloud_keys(self, tenant: str, cloud: str | None = None) -> list[CloudKey]:
         where = "tenant = :tenant" + (" AND cloud = :cloud" if cloud else "")
         rows = self._push_all(
@@ -245,11 +238,13 @@ class PushRecordReads:
 class PushRecordWrites(PushRecordReads):
     """Mixed into each backend's write transaction."""
 
+    @guarded
     def insert_push_connection(self, conn: PushConnection) -> None:
         if self.get_push_connection(conn.tenant, conn.name) is not None:
             raise AlreadyExists(f"a connection named {conn.name!r} already exists", target="name")
         self._push_exec(_insert("push_connections", _CONNECTION_COLUMNS), _connection_params(conn))
 
+    @guarded
     def delete_push_connection(self, tenant: str, connection_id: str) -> bool:
         """Refused while cloud keys use it: their records would lose the account they live in."""
         used = self._push_one(
@@ -266,11 +261,13 @@ class PushRecordWrites(PushRecordReads):
             > 0
         )
 
+    @guarded
     def insert_cloud_key(self, key: CloudKey) -> None:
         if self.find_cloud_key(key.tenant, key.connection_id, key.kms_id) is not None:
             raise AlreadyExists("this cloud key is already linked", target="kms_id")
         self._push_exec(_insert("push_cloud_keys", _KEY_COLUMNS), _key_params(key))
 
+    @guarded
     def update_cloud_key(self, key: CloudKey) -> None:
         fixed = ("tenant", "id", "cloud", "connection_id", "kms_id", "created_at")
         sets = ", ".join(f"{c} = :{c}" for c in _KEY_COLUMNS if c not in fixed)
@@ -278,6 +275,7 @@ class PushRecordWrites(PushRecordReads):
             f"UPDATE push_cloud_keys SET {sets} WHERE tenant = :tenant AND id = :id", _key_params(key)
         )
 
+    @guarded
     def delete_cloud_key(self, tenant: str, key_id: str) -> bool:
         return (
             self._push_exec(
@@ -291,24 +289,27 @@ class PushRecordWrites(PushRecordReads):
 class PushStoreReads:
     """Mixed into each `Store`: the same reads outside a transaction, on one snapshot."""
 
-    def _reading(self) -> AbstractContextManager[PushRecordReads]: ...
-
+    @guarded
     def get_push_connection(self, tenant: str, ref: str) -> PushConnection | None:
         with self._reading() as r:
             return r.get_push_connection(tenant, ref)
 
+    @guarded
     def list_push_connections(self, tenant: str) -> list[PushConnection]:
         with self._reading() as r:
             return r.list_push_connections(tenant)
 
+    @guarded
     def get_cloud_key(self, tenant: str, key_id: str) -> CloudKey | None:
         with self._reading() as r:
             return r.get_cloud_key(tenant, key_id)
 
+    @guarded
     def find_cloud_key(self, tenant: str, connection_id: str, kms_id: str) -> CloudKey | None:
         with self._reading() as r:
             return r.find_cloud_key(tenant, connection_id, kms_id)
 
+    @guarded
     def list_cloud_keys(self, tenant: str, cloud: str | None = None) -> list[CloudKey]:
         with self._reading() as r:
             return r.list_cloud_keys(tenant, cloud)
