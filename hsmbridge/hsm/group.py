@@ -68,6 +68,7 @@ from hsmbridge.errors import (
 from hsmbridge.hsm.backend import Pkcs11Backend, Pkcs11Settings
 from hsmbridge.hsm.errors import to_domain
 from hsmbridge.hsm.library import Fenced, Pkcs11Library
+from hsmbridge.hsm.pool import lookup_token
 
 log = logging.getLogger(__name__)
 
@@ -570,14 +571,11 @@ def import_shared_kek(members: Sequence[Pkcs11Settings]) -> bool:
 
 
 def _token_of(library: Pkcs11Library, settings: Pkcs11Settings) -> Any:
-    if settings.slot_id is not None:
-        for slot in library.lib.get_slots(token_present=True):
-            if slot.slot_id == settings.slot_id:
-                return slot.get_token()
-        raise NotFound(f"no token present in PKCS#11 slot {settings.slot_id}")
     try:
-        return library.lib.get_token(token_label=settings.token_label)
+        return lookup_token(library, slot_id=settings.slot_id, token_label=settings.token_label)
     except pkcs11.NoSuchToken:
+        if settings.slot_id is not None:
+            raise NotFound(f"no token present in PKCS#11 slot {settings.slot_id}") from None
         raise NotFound(f"no PKCS#11 token labelled {settings.token_label!r}") from None
 
 

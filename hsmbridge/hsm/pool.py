@@ -140,34 +140,7 @@ class SessionPool:
 
     def _lookup_token(self) -> Any:
         """The token, or PKCS#11's own error: absent now is an outage to recover from (rebuild)."""
-        if self._slot_id is not None:
-            for slot in self._library.lib.get_slots(token_present=True):
-                if slot.slot_id == self._slot_id:
-                    return slot.get_token()
-            raise p11.NoSuchToken(f"no token present in PKCS#11 slot {self._slot_id}")
-        try:
-            return self._library.lib.get_token(token_label=self._token_label)
-        except p11.GeneralError as exc:
-            failure = exc
-        # python-pkcs11's get_token asks every slot for its token info and fails as a whole when
-        # one slot fails. SoftHSM2 answers C_GetTokenInfo with CKR_GENERAL_ERROR for a token whose
-        # directory is gone, so one member of a group being away left every other pool on the
-        # module unable to rebuild. So ask slot by slot, skipping a failing one; the error counts
-        # only when no slot holds our token (it may be ours: transient, and at start-up the
-        # concurrent-open race that `_opening` retries).
-        found = []
-        for slot in self._library.lib.get_slots(token_present=True):
-            try:
-                token = slot.get_token()
-            except (p11.GeneralError, p11.TokenNotPresent, p11.TokenNotRecognised):
-                continue
-            if token.label == self._token_label:
-                found.append(token)
-        if len(found) > 1:
-            raise p11.MultipleTokensReturned(f"several tokens labelled {self._token_label!r}")
-        if found:
-            return found[0]
-        raise failure
+        return lookup_token(self._library, slot_id=self._slot_id, token_label=self._token_label)
 
     def _find_token(self) -> Any:
         """`_lookup_token` at start-up, where absent means misconfigured: say what to check."""
@@ -354,3 +327,35 @@ class SessionPool:
                 self._close_login()
             self.login = None
             self._library.leave_token(self._token_key)
+
+
+def lookup_token(library: Any, *, slot_id: int | None, token_label: str | None) -> Any:
+    """The token by slot or label, or PKCS#11's own error (`NoSuchToken`, …)."""
+    if slot_id is not None:
+        for slot in library.lib.get_slots(token_present=True):
+            if slot.slot_id == slot_id:
+                return slot.get_token()
+        raise p11.NoSuchToken(f"no token present in PKCS#11 slot {slot_id}")
+    try:
+        return library.lib.get_token(token_label=token_label)
+    except p11.GeneralError as exc:
+        failure = exc
+    # python-pkcs11's get_token asks every slot for its token info and fails as a whole when
+    # one slot fails. SoftHSM2 answers C_GetTokenInfo with CKR_GENERAL_ERROR for a token whose
+    # directory is gone, so one member of a group being away left every other pool on the
+    # module unable to rebuild. So ask slot by slot, skipping a failing one; the error counts
+    # only when no slot holds our token (it may be ours: transient, and at start-up the
+    # concurrent-open race that `_opening` retries).
+    found = []
+    for slot in library.lib.get_slots(token_present=True):
+        try:
+            token = slot.get_token()
+        except (p11.GeneralError, p11.TokenNotPresent, p11.TokenNotRecognised):
+            continue
+        if token.label == token_label:
+            found.append(token)
+    if len(found) > 1:
+        raise p11.MultipleTokensReturned(f"several tokens labelled {token_label!r}")
+    if found:
+        return found[0]
+    raise failure
