@@ -50,6 +50,9 @@ class _Section(BaseModel):
 class HsmConfig(_Section):
     #: path of the PKCS#11 module; empty: SoftHSM2's, found in the usual places
     module: str = ""
+    #: the module's initialisation string (`CK_C_INITIALIZE_ARGS.pReserved`), for modules that
+    #: need one: NSS softoken takes `configdir='sql:/path' certPrefix='' keyPrefix='' secmod=''`
+    init_args: str | None = None
     token_label: str | None = "hsmbridge"
     slot: int | None = None
     pin: SecretStr | None = None
@@ -99,6 +102,7 @@ class HsmTokenConfig(_Section):
     token_label: str | None = None
     slot: int | None = None
     module: str = ""
+    init_args: str | None = None
     pin_file: str | None = None
 
     @model_validator(mode="after")

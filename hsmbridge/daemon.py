@@ -68,6 +68,7 @@ def hsm_settings(config: Config):  # type: ignore[no-untyped-def]
 
     return Pkcs11Settings(
         module=module_path(config),
+        init_args=config.hsm.init_args,
         pin=config.resolve_pin(),
         token_label=config.hsm.token_label,
         slot_id=config.hsm.slot,
@@ -92,6 +93,7 @@ def group_settings(config: Config):  # type: ignore[no-untyped-def]
         replace(
             base,
             module=token.module or base.module,
+            init_args=token.init_args if token.init_args is not None else base.init_args,
             token_label=token.token_label if token.slot is None else None,
             slot_id=token.slot,
             pin=config.resolve_token_pin(token),

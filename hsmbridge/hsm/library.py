@@ -3,14 +3,16 @@
 python-pkcs11 calls `C_Initialize(NULL)`. With NULL, the PKCS#11 spec lets a module assume the
 application is single-threaded, and SoftHSM2 then runs without any mutex: two threads doing GCM on
 their own sessions crash the process (../shared/PITFALLS.md). python-pkcs11 releases the GIL around
-every call, so the GIL does not save us.
+every call, so the GIL does not save us. And some modules refuse NULL outright: NSS's softoken
+needs its configuration (`configdir=...`) in `CK_C_INITIALIZE_ARGS.pReserved`, the way p11-kit's
+`x-init-reserved` passes it, and answers NULL with CKR_ARGUMENTS_BAD.
 
-The fix: let python-pkcs11 load the module (it resolves the function list in `__cinit__` and calls
-`C_Initialize(NULL)` in `__init__`), then — through ctypes, on the *same* loaded module, since
-`dlopen` of one path returns one handle — `C_Finalize(NULL)` and `C_Initialize` again with
-`CK_C_INITIALIZE_ARGS{flags = CKF_OS_LOCKING_OK}`. No session exists yet at that point, so
-nothing is lost, and python-pkcs11's function pointers stay valid. We never call python-pkcs11's
-own `initialize()/reinitialize()` afterwards: they would pass NULL again.
+So we initialise the module ourselves, through ctypes, before python-pkcs11 sees it:
+`C_Initialize(CK_C_INITIALIZE_ARGS{flags = CKF_OS_LOCKING_OK, pReserved = hsm.init_args})`. Then
+python-pkcs11 attaches to the same loaded module (`dlopen` of one path returns one handle) through
+a subclass whose `initialize()` does nothing: `lib.__init__` calls it (a `cpdef`, so the Python
+override is what runs) and then only reads `C_GetInfo`. We never call python-pkcs11's
+`initialize()/reinitialize()/finalize()` afterwards: they would pass NULL again.
 
 `tests/test_hsm_library.py` guards the assumptions (pinned python-pkcs11 version, the module is
 initialised by us, the 8-thread stress run is clean).
@@ -49,12 +51,15 @@ from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import pkcs11
+import pkcs11._pkcs11
 
 from hsmbridge.errors import HsmUnavailable, InvalidInput
+from hsmbridge.hsm.sized import SizedOutput
 
 log = logging.getLogger(__name__)
 
 CKR_OK = 0x0
+CKR_ARGUMENTS_BAD = 0x7
 CKR_CRYPTOKI_NOT_INITIALIZED = 0x190
 CKR_CRYPTOKI_ALREADY_INITIALIZED = 0x191
 CKF_OS_LOCKING_OK = 0x2
@@ -92,8 +97,15 @@ class _CK_C_INITIALIZE_ARGS(ctypes.Structure):
         ("LockMutex", ctypes.c_void_p),
         ("UnlockMutex", ctypes.c_void_p),
         ("flags", ctypes.c_ulong),
-        ("pReserved", ctypes.c_void_p),
+        ("pReserved", ctypes.c_char_p),
     ]
+
+
+class _AttachedLib(pkcs11._pkcs11.lib):
+    """python-pkcs11's library object on a module hsmbridge has already initialised."""
+
+    def initialize(self) -> None:
+        """The module is initialised (with our arguments) before this object exists."""
 
 
 class DrainTimeout(HsmUnavailable):
@@ -115,22 +127,23 @@ class Pkcs11Library:
     _instances: ClassVar[dict[str, Pkcs11Library]] = {}
     _instances_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, init_args: str | None = None) -> None:
         self.path = path
+        self.init_args = init_args
         try:
-            self.lib = pkcs11.lib(path)
-        except pkcs11.PKCS11Error as exc:
+            module = ctypes.CDLL(path)
+        except OSError:
             raise InvalidInput(
-                f"cannot load the PKCS#11 module {path!r}: {type(exc).__name__}; "
-                "check `hsm.module` in the configuration"
+                f"cannot load the PKCS#11 module {path!r}; check `hsm.module` in the configuration"
             ) from None
         functions = ctypes.POINTER(_CK_FUNCTION_LIST_HEAD)()
-        module = ctypes.CDLL(path)
         rv = module.C_GetFunctionList(ctypes.byref(functions))
         if rv != CKR_OK:
             raise HsmUnavailable(f"C_GetFunctionList failed with CKR 0x{rv:x}")
         self._functions = functions.contents
         self._module = module  # keep the handle alive as long as the function pointers
+        #: GCM and key wrap with output buffers sized by us, for modules whose length query is short
+        self.sized = SizedOutput(module)
         #: one re-initialisation (and the rebuild after it) at a time, whichever backend asks
         self.recovery_lock = threading.RLock()
         self._gate = threading.Condition(threading.Lock())
@@ -144,15 +157,33 @@ class Pkcs11Library:
         #: open session pools per token: login is per application, so they share one
         self._token_pools: collections.Counter[Any] = collections.Counter()
         self.generation = 0
-        self._finalize()
+        self._finalize()  # someone else in the process may have initialised it with NULL
         self._initialize_with_locking()
+        try:
+            self.lib = _AttachedLib(path)
+        except pkcs11.PKCS11Error as exc:
+            raise InvalidInput(
+                f"cannot use the PKCS#11 module {path!r}: {type(exc).__name__}; "
+                "check `hsm.module` in the configuration"
+            ) from None
+        # Loaded for the life of the process (instances are shared and never closed): one extra
+        # reference keeps python-pkcs11's `__dealloc__` from running during interpreter
+        # shutdown, when the subclass it looks `unload` up through may already be torn down.
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(self.lib))
 
     @classmethod
-    def load(cls, path: str) -> Pkcs11Library:
+    def load(cls, path: str, init_args: str | None = None) -> Pkcs11Library:
+        """The process's one instance for `path`. A module is initialised once, so two
+        configurations that disagree on its initialisation arguments cannot both be honoured."""
         with cls._instances_lock:
             instance = cls._instances.get(path)
             if instance is None:
-                instance = cls._instances[path] = cls(path)
+                instance = cls._instances[path] = cls(path, init_args)
+            elif instance.init_args != init_args:
+                raise InvalidInput(
+                    f"the PKCS#11 module {path!r} is configured with two different `init_args`; "
+                    "one module is initialised once per process"
+                )
             return instance
 
     def _finalize(self) -> None:
@@ -161,11 +192,21 @@ class Pkcs11Library:
         if rv not in (CKR_OK, CKR_CRYPTOKI_NOT_INITIALIZED):
             log.warning("C_Finalize returned CKR 0x%x", rv)
 
+    def _initialize_args(self) -> _CK_C_INITIALIZE_ARGS:
+        reserved = self.init_args.encode() if self.init_args is not None else None
+        return _CK_C_INITIALIZE_ARGS(None, None, None, None, CKF_OS_LOCKING_OK, reserved)
+
     def _initialize_with_locking(self) -> None:
-        args = _CK_C_INITIALIZE_ARGS(None, None, None, None, CKF_OS_LOCKING_OK, None)
+        args = self._initialize_args()
         rv = self._functions.C_Initialize(ctypes.byref(args))
         if rv != CKR_OK:
-            raise HsmUnavailable(f"C_Initialize with CKF_OS_LOCKING_OK failed with CKR 0x{rv:x}")
+            hint = ""
+            if rv == CKR_ARGUMENTS_BAD:
+                hint = (
+                    ": the module refused its initialisation arguments; check `hsm.init_args` "
+                    "(NSS softoken needs its configdir there)"
+                )
+            raise HsmUnavailable(f"C_Initialize with CKF_OS_LOCKING_OK failed with CKR 0x{rv:x}{hint}")
         self._initialized = True
         self.initialized_at = time.monotonic()
         self.generation += 1
@@ -178,7 +219,7 @@ class Pkcs11Library:
 
         Used by the guard test; harmless (the refused call changes nothing).
         """
-        args = _CK_C_INITIALIZE_ARGS(None, None, None, None, CKF_OS_LOCKING_OK, None)
+        args = self._initialize_args()
         return bool(self._functions.C_Initialize(ctypes.byref(args)) == CKR_CRYPTOKI_ALREADY_INITIALIZED)
 
     # -- permits, fence and drain -------------------------------------------------------------------
