@@ -60,12 +60,26 @@ class Capabilities:
 
     aes_gcm: bool
     aes_key_wrap: bool
+    #: RFC 5649 (AES key wrap with padding), under either mechanism below
     aes_key_wrap_pad: bool
     rsa_oaep_sha1: bool
     rsa_oaep_sha256: bool
     rsa_x509: bool
     trusted_kek: bool
     oaep_sha256_fallback: bool
+    #: the module's C_Encrypt output-length answer for GCM has room for the tag (else the HSM
+    #: layer sizes the output itself)
+    gcm_length_query: bool = True
+    #: the same for C_WrapKey with the RFC 5649 mechanism
+    wrap_length_query: bool = True
+    #: data objects can be token objects (else the keypair pool's leases are key objects)
+    token_data_objects: bool = True
+    #: RFC 5649 is PKCS#11 3.0's CKM_AES_KEY_WRAP_KWP here (else CKM_AES_KEY_WRAP_PAD, which
+    #: SoftHSM2 implements as RFC 5649 and NSS as RFC 3394 over PKCS#7 padding)
+    aes_key_wrap_kwp: bool = False
+    #: secrets as long as a standard key's payload may be (7,500 bytes) come back from an unwrap
+    #: (NSS softoken unwraps at most 256 bytes: longer payloads are refused when stored)
+    long_secrets: bool = True
 
     def as_dict(self) -> dict[str, bool]:
         return asdict(self)

@@ -78,6 +78,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: The stored key format is RFC 5649 under the master KEK; its name in the store (WrappedKey's
+#: `mechanism`) is this one whichever PKCS#11 mechanism the token computes it with (`_kwp`).
 KWP = Mechanism.AES_KEY_WRAP_PAD
 AES_LENGTHS = (16, 24, 32)
 IMPORT_LABEL_PREFIX = "hsmbridge-import-"
@@ -112,6 +114,8 @@ KEK_ATTRIBUTES: dict[Attribute, Any] = {
 class Pkcs11Settings:
     module: str
     pin: str
+    #: the module's `CK_C_INITIALIZE_ARGS.pReserved` string (NSS softoken: its `configdir=...`)
+    init_args: str | None = None
     token_label: str | None = "hsmbridge"
     slot_id: int | None = None
     kek_label: str = "hsmbridge-master-kek"
@@ -174,7 +178,7 @@ class _HsmRandomBuffer:
 class Pkcs11Backend:
     def __init__(self, settings: Pkcs11Settings, *, create_kek: bool = False) -> None:
         self.settings = settings
-        self.library = Pkcs11Library.load(settings.module)
+        self.library = Pkcs11Library.load(settings.module, settings.init_args)
         self.health = HsmHealth(
             settings.token_label or f"slot-{settings.slot_id}",
             self._recovery_attempt,
@@ -196,9 +200,15 @@ class Pkcs11Backend:
         self._login_epoch = -1
         self.ensure_kek(settings.kek_label, create=create_kek)
         with self.pool.checkout() as pooled:
-            self._capabilities = capability_probe.probe(
-                pooled.session, self._kek(pooled), oaep_sha256_fallback=settings.oaep_sha256_fallback
+            self._capabilities, self._calls = capability_probe.probe(
+                pooled.session,
+                self._kek(pooled),
+                oaep_sha256_fallback=settings.oaep_sha256_fallback,
+                sized=self.library.sized,
             )
+        #: how this module must be called (capabilities.ModuleCalls): GCM, the RFC 5649 wrap
+        self._encrypt_gcm = self._calls.encrypt_gcm
+        self._kwp = self._calls.rfc5649
         self._check_capabilities()
         self._ivs = _HsmRandomBuffer(self.random, settings.iv_block)
         self.health.started()
@@ -239,6 +249,11 @@ class Pkcs11Backend:
 
         # Retried: a second attempt looks the label up first, so it never makes a second KEK.
         return self._run("ensure-kek", op)
+
+    def kwp_wrap(self, wrapper: Any, key: Any) -> bytes:
+        """RFC 5649 of `key` under `wrapper`, the way this token computes it (the probe chose
+        the mechanism and the call)."""
+        return self._calls.wrap_key(wrapper, key, self._kwp)
 
     def _check_capabilities(self) -> None:
         caps = self._capabilities
@@ -299,7 +314,12 @@ class Pkcs11Backend:
     # -- the retry/recovery loop ---------------------------------------------------------------
 
     def _run(self, operation: str, fn: Callable[[PooledSession], T], *, retry_safe: bool = True) -> T:
-        for attempt in (1, 2):
+        # Two attempts: one retry after a recovery. A session replacement that then finds the
+        # module itself dead (NSS softoken finalised behind our back: SessionHandleInvalid first,
+        # SlotIDInvalid on the new session) still gets the re-initialisation and its one retry.
+        last, attempt, replaced = 2, 0, False
+        while attempt < last:
+            attempt += 1
             self.health.admit()
             failure: BaseException
             try:
@@ -310,12 +330,12 @@ class Pkcs11Backend:
                         _drop_frames(exc)
                         recovery = transient_recovery(exc)
                         if recovery is Recovery.NONE or (
-                            recovery is Recovery.RETRY and (attempt == 2 or not retry_safe)
+                            recovery is Recovery.RETRY and (attempt >= 2 or not retry_safe)
                         ):
                             if not self._token_gone(pooled, exc):
                                 raise to_domain(exc, operation) from None
                             recovery = Recovery.REINITIALIZE
-                        elif recovery is not Recovery.REINITIALIZE and attempt == 2:
+                        elif recovery is not Recovery.REINITIALIZE and attempt >= 2:
                             # replacing the session or reloading handles did not help (the login
                             # session itself may be dead): rebuild everything
                             recovery = Recovery.REINITIALIZE
@@ -330,6 +350,7 @@ class Pkcs11Backend:
                                 recovery.value,
                             )
                             self._recover(recovery, pooled)
+                            replaced = replaced or recovery is Recovery.REPLACE_SESSION
                             continue
                         failure = exc
             except pkcs11.PKCS11Error as exc:  # the checkout itself: opening a session, rebuilding
@@ -342,7 +363,9 @@ class Pkcs11Backend:
             cause = f"{operation}: {type(failure).__name__}"
             if not self.health.report_failure(cause) and self.health.state is HsmState.STARTING:
                 raise to_domain(failure, operation) from None  # a start-up error, not an outage
-            if attempt == 2 or not retry_safe or not self.health.wait_up(self.health.caller_wait()):
+            if attempt == last and replaced and last == 2:
+                last = 3
+            if attempt == last or not retry_safe or not self.health.wait_up(self.health.caller_wait()):
                 raise self.health.unavailable(operation) from None
         raise AssertionError("unreachable")
 
@@ -480,7 +503,7 @@ class Pkcs11Backend:
                 ObjectClass.SECRET_KEY,
                 KeyType.AES,
                 ref.wrapped.blob,
-                mechanism=KWP,
+                mechanism=self._kwp,
                 store=False,
                 template={
                     Attribute.ID: cka_id_for(load_id),
@@ -553,7 +576,7 @@ class Pkcs11Backend:
     # -- CryptoBackend: material ----------------------------------------------------------------
 
     def _wrap(self, pooled: PooledSession, obj: Any, length: int, kind: MaterialKind) -> WrappedKey:
-        blob = self._kek(pooled).wrap_key(obj, mechanism=KWP)
+        blob = self.kwp_wrap(self._kek(pooled), obj)
         return WrappedKey(blob=bytes(blob), length=length, kek_label=self.settings.kek_label, kind=kind.value)
 
     def generate_key(self, kind: MaterialKind, length: int) -> WrappedKey:
@@ -584,6 +607,12 @@ class Pkcs11Backend:
             )
         if not material:
             raise InvalidInput("key material is empty", reason=Reason.INVALID_FIELD, target="payload")
+        if kind is MaterialKind.SECRET and len(material) > self._calls.secret_limit:
+            # refused before it is stored: this token could never give it back
+            raise Unsupported(
+                f"this HSM gives back standard-key payloads of at most {self._calls.secret_limit} bytes; "
+                f"this one has {len(material)}"
+            )
         key_type = KeyType.AES if kind is MaterialKind.AES else KeyType.GENERIC_SECRET
 
         def op(pooled: PooledSession) -> WrappedKey:
@@ -623,14 +652,14 @@ class Pkcs11Backend:
                 ObjectClass.SECRET_KEY,
                 key_type,
                 wrapped.blob,
-                mechanism=KWP,
+                mechanism=self._kwp,
                 store=False,
                 template=self._transient_template(),
             )
             try:
                 # A generic secret whose length is not a multiple of 8 comes back from SoftHSM2
                 # with its RFC 5649 padding; `wrapped.length` stays the truth (reveal_secret).
-                blob = bytes(new.wrap_key(obj, mechanism=KWP))
+                blob = self.kwp_wrap(new, obj)
             finally:
                 obj.destroy()
             return WrappedKey(blob, wrapped.length, kek_label, wrapped.mechanism, kind.value)
@@ -646,7 +675,7 @@ class Pkcs11Backend:
                 ObjectClass.SECRET_KEY,
                 KeyType.GENERIC_SECRET,
                 wrapped.blob,
-                mechanism=KWP,
+                mechanism=self._kwp,
                 store=False,
                 template={Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
             )
@@ -668,15 +697,11 @@ class Pkcs11Backend:
 
     def gcm_encrypt(self, key: KeyRef, plaintext: bytes | bytearray, aad: bytes) -> tuple[bytes, bytes]:
         iv = self._ivs.take()
-        params = GCMParams(iv, aad)
         data = bytes(plaintext)
+        encrypt = self._encrypt_gcm
 
         def op(pooled: PooledSession) -> bytes:
-            return self._with_key(
-                pooled,
-                key,
-                lambda obj: obj.encrypt(data, mechanism=Mechanism.AES_GCM, mechanism_param=params),
-            )
+            return self._with_key(pooled, key, lambda obj: encrypt(obj, data, iv, aad))
 
         return iv, self._run("gcm-encrypt", op)
 
@@ -702,10 +727,11 @@ class Pkcs11Backend:
         self, key: KeyRef, items: Sequence[tuple[bytes | bytearray, bytes]]
     ) -> list[tuple[bytes, bytes]]:
         ivs = [self._ivs.take() for _ in items]
-        prepared = [(bytes(pt), GCMParams(iv, ad)) for (pt, ad), iv in zip(items, ivs, strict=True)]
+        prepared = [(bytes(pt), iv, ad) for (pt, ad), iv in zip(items, ivs, strict=True)]
+        encrypt = self._encrypt_gcm
 
         def encrypt_all(obj: Any) -> list[bytes]:
-            return [obj.encrypt(pt, mechanism=Mechanism.AES_GCM, mechanism_param=p) for pt, p in prepared]
+            return [encrypt(obj, pt, iv, ad) for pt, iv, ad in prepared]
 
         cts = self._run("gcm-encrypt", lambda pooled: self._with_key(pooled, key, encrypt_all))
         return list(zip(ivs, cts, strict=True))
@@ -837,20 +863,60 @@ class Pkcs11Backend:
 
         self._run("claim-import-keypair", op)
 
+    def _lease_template(self) -> dict[Attribute, Any]:
+        """Leases are private data objects where the token keeps them (SoftHSM2, real HSMs), and
+        otherwise generic-secret key objects, usable for nothing (NSS softoken keeps no token
+        data objects: the capability probe's `token_data_objects`). Each key lease has a CKA_ID
+        of its own (NSS replaces a token key stored with an existing CKA_ID), so they are found
+        by class and type and told apart by their label."""
+        if self._capabilities.token_data_objects:
+            return {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: LEASE_APPLICATION}
+        return {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.GENERIC_SECRET}
+
+    def _create_lease(self, session: Any, owner: str, label: str) -> None:
+        if self._capabilities.token_data_objects:
+            session.create_object(
+                {
+                    **self._lease_template(),
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.MODIFIABLE: True,
+                    Attribute.LABEL: label,
+                    Attribute.VALUE: b"",
+                }
+            )
+            return
+        uses = (Attribute.ENCRYPT, Attribute.DECRYPT, Attribute.SIGN, Attribute.VERIFY, Attribute.WRAP)
+        session.generate_key(
+            KeyType.GENERIC_SECRET,
+            128,
+            id=f"{LEASE_APPLICATION}:{owner}".encode(),
+            label=label,
+            store=True,
+            template={
+                **dict.fromkeys((*uses, Attribute.UNWRAP, Attribute.DERIVE), False),
+                Attribute.PRIVATE: True,
+                Attribute.MODIFIABLE: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+            },
+        )
+
     def _pool_leases(self, session: Any) -> dict[str, tuple[Any, int]]:
         leases: dict[str, tuple[Any, int]] = {}
-        for obj in list(
-            session.get_objects({Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: LEASE_APPLICATION})
-        ):
-            owner, _, expires = str(obj[Attribute.LABEL]).removeprefix(LEASE_LABEL_PREFIX).rpartition("-")
+        for obj in list(session.get_objects(self._lease_template())):
+            label = str(obj[Attribute.LABEL])
+            if not label.startswith(LEASE_LABEL_PREFIX):
+                continue
+            owner, _, expires = label.removeprefix(LEASE_LABEL_PREFIX).rpartition("-")
             if owner and expires.isdigit():
                 leases[owner] = (obj, int(expires))
         return leases
 
     def renew_pool_lease(self, owner: str, expires_at: int) -> bool:
-        """Write `owner`'s lease (a private data object whose label carries the expiry, wall-clock
-        seconds: SoftHSM2 refuses to change a data object's value) ; False when there was none,
-        so it was created anew (a first lease, or one a cleaner removed as expired)."""
+        """Write `owner`'s lease (a private token object whose label carries the expiry,
+        wall-clock seconds: SoftHSM2 refuses to change a data object's value) ; False when there
+        was none, so it was created anew (a first lease, or one a cleaner removed as expired)."""
 
         def op(pooled: PooledSession) -> bool:
             label = f"{LEASE_LABEL_PREFIX}{owner}-{expires_at}"
@@ -859,17 +925,7 @@ class Pkcs11Backend:
                 current[0][Attribute.LABEL] = label
                 return True
             self._find_kek(pooled.session, self.settings.kek_label)  # a vanished token is no missing lease
-            pooled.session.create_object(
-                {
-                    Attribute.CLASS: ObjectClass.DATA,
-                    Attribute.TOKEN: True,
-                    Attribute.PRIVATE: True,
-                    Attribute.MODIFIABLE: True,
-                    Attribute.APPLICATION: LEASE_APPLICATION,
-                    Attribute.LABEL: label,
-                    Attribute.VALUE: b"",
-                }
-            )
+            self._create_lease(pooled.session, owner, label)
             return False
 
         return self._run("renew-pool-lease", op, retry_safe=False)
@@ -987,7 +1043,7 @@ class Pkcs11Backend:
 
     def _wrap_unwrapped(self, pooled: PooledSession, key: Any, failed: str) -> WrappedKey:
         """An RSA-unwrapped AES key in its storage form, under the configured KEK."""
-        blob = bytes(self._kek(pooled).wrap_key(key, mechanism=KWP))
+        blob = self.kwp_wrap(self._kek(pooled), key)
         # SoftHSM2 leaves CKA_VALUE_LEN at 0 on unwrapped keys; for 16/24/32-byte keys the
         # RFC 5649 output is exactly 8 bytes longer than the key.
         length = len(blob) - 8

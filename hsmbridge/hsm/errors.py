@@ -47,8 +47,11 @@ _OBJECT_STALE = (
 )
 #: The device, the token or the library is gone or was reset: only a re-initialisation (and a
 #: new login) helps, and the HSM's recovery thread retries that until it does (hsm/recovery.py).
-#: NoSuchToken / TokenNotRecognised come from looking the token up again while it is absent.
+#: NoSuchToken / TokenNotRecognised come from looking the token up again while it is absent;
+#: SlotIDInvalid from opening a session on a module finalised behind our back (NSS softoken:
+#: its sessions answer SessionHandleInvalid, and then its slots are gone).
 _DEVICE_DEAD = (
+    p11.SlotIDInvalid,
     p11.DeviceError,
     p11.DeviceRemoved,
     p11.TokenNotPresent,

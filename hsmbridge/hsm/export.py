@@ -27,6 +27,7 @@ without it names the setting.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
@@ -71,7 +72,7 @@ def _unwrap_version(
         ObjectClass.SECRET_KEY,
         KeyType.AES,
         wrapped.blob,
-        mechanism=Mechanism.AES_KEY_WRAP_PAD,
+        mechanism=backend._kwp,
         store=False,
         template=attrs,
     )
@@ -147,7 +148,7 @@ def wrap_for_export(
             material = _unwrap_version(backend, pooled, wrapped, extractable=True)
             try:
                 if wrapping is ExportWrapping.RSA_AES_KEY_WRAP_SHA_256:
-                    return _rsa_aes_wrap(pooled, target, material)
+                    return _rsa_aes_wrap(pooled, target, material, backend.kwp_wrap)
                 return bytes(
                     target.wrap_key(
                         material, mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=_OAEP_PARAMS[wrapping]
@@ -161,8 +162,11 @@ def wrap_for_export(
     return backend._run("wrap-for-export", op)
 
 
-def _rsa_aes_wrap(pooled: PooledSession, target: Any, material: Any) -> bytes:
-    """CKM_RSA_AES_KEY_WRAP composed from two C_WrapKey calls (PKCS#11 v2.40 §2.1.21)."""
+def _rsa_aes_wrap(
+    pooled: PooledSession, target: Any, material: Any, kwp_wrap: Callable[[Any, Any], bytes]
+) -> bytes:
+    """CKM_RSA_AES_KEY_WRAP composed from two C_WrapKey calls (PKCS#11 v2.40 §2.1.21); `kwp_wrap`
+    computes RFC 5649 the way this token does (the backend's probe chose it)."""
     ephemeral = pooled.session.generate_key(
         KeyType.AES,
         256,
@@ -177,7 +181,7 @@ def _rsa_aes_wrap(pooled: PooledSession, target: Any, material: Any) -> bytes:
         },
     )
     try:
-        wrapped_material = bytes(ephemeral.wrap_key(material, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+        wrapped_material = kwp_wrap(ephemeral, material)
         wrapped_ephemeral = bytes(
             target.wrap_key(
                 ephemeral,

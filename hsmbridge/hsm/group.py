@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import threading
 import time
@@ -67,7 +68,7 @@ from hsmbridge.errors import (
 )
 from hsmbridge.hsm.backend import Pkcs11Backend, Pkcs11Settings
 from hsmbridge.hsm.errors import to_domain
-from hsmbridge.hsm.library import Fenced, Pkcs11Library
+from hsmbridge.hsm.library import RETRY_AFTER, Fenced, Pkcs11Library
 from hsmbridge.hsm.pool import lookup_token
 
 log = logging.getLogger(__name__)
@@ -316,8 +317,13 @@ class Pkcs11Group:
             return [m for m in self._members if m.up]
 
     def _unavailable(self) -> HsmUnavailable:
+        """Every member down: retryable, after about one take-back attempt (`recovery_interval`),
+        the same `Retry-After` / RetryInfo a single token's outage answers with."""
         states = ", ".join(f"{m.name} {m.state}" for m in self._members)
-        return HsmUnavailable(f"no token of the HSM group is available ({states})")
+        return HsmUnavailable(
+            f"no token of the HSM group is available ({states})",
+            metadata={RETRY_AFTER: str(max(1, math.ceil(self.recovery_interval)))},
+        )
 
     def _call(self, operation: str, fn: Callable[[Pkcs11Backend], T], *, retry_safe: bool = True) -> T:
         """Run `fn` on the first healthy member; on a member fault, take that member out and, when
@@ -537,7 +543,7 @@ def import_shared_kek(members: Sequence[Pkcs11Settings]) -> bool:
     sessions = []
     try:
         for settings in members:
-            library = Pkcs11Library.load(settings.module)
+            library = Pkcs11Library.load(settings.module, settings.init_args)
             token = _token_of(library, settings)
             sessions.append(token.open(rw=True, user_pin=settings.pin))
         have = [bool(list(s.get_objects(template))) for s in sessions]

@@ -11,7 +11,7 @@ class GetHsmInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class HsmCapabilities(_message.Message):
-    __slots__ = ("aes_gcm", "aes_key_wrap", "aes_key_wrap_pad", "rsa_oaep_sha1", "rsa_oaep_sha256", "rsa_x509", "trusted_kek", "oaep_sha256_fallback")
+    __slots__ = ("aes_gcm", "aes_key_wrap", "aes_key_wrap_pad", "rsa_oaep_sha1", "rsa_oaep_sha256", "rsa_x509", "trusted_kek", "oaep_sha256_fallback", "gcm_length_query", "token_data_objects", "aes_key_wrap_kwp", "wrap_length_query", "long_secrets")
     AES_GCM_FIELD_NUMBER: _ClassVar[int]
     AES_KEY_WRAP_FIELD_NUMBER: _ClassVar[int]
     AES_KEY_WRAP_PAD_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,11 @@ class HsmCapabilities(_message.Message):
     RSA_X509_FIELD_NUMBER: _ClassVar[int]
     TRUSTED_KEK_FIELD_NUMBER: _ClassVar[int]
     OAEP_SHA256_FALLBACK_FIELD_NUMBER: _ClassVar[int]
+    GCM_LENGTH_QUERY_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_DATA_OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    AES_KEY_WRAP_KWP_FIELD_NUMBER: _ClassVar[int]
+    WRAP_LENGTH_QUERY_FIELD_NUMBER: _ClassVar[int]
+    LONG_SECRETS_FIELD_NUMBER: _ClassVar[int]
     aes_gcm: bool
     aes_key_wrap: bool
     aes_key_wrap_pad: bool
@@ -28,7 +33,12 @@ class HsmCapabilities(_message.Message):
     rsa_x509: bool
     trusted_kek: bool
     oaep_sha256_fallback: bool
-    def __init__(self, aes_gcm: _Optional[bool] = ..., aes_key_wrap: _Optional[bool] = ..., aes_key_wrap_pad: _Optional[bool] = ..., rsa_oaep_sha1: _Optional[bool] = ..., rsa_oaep_sha256: _Optional[bool] = ..., rsa_x509: _Optional[bool] = ..., trusted_kek: _Optional[bool] = ..., oaep_sha256_fallback: _Optional[bool] = ...) -> None: ...
+    gcm_length_query: bool
+    token_data_objects: bool
+    aes_key_wrap_kwp: bool
+    wrap_length_query: bool
+    long_secrets: bool
+    def __init__(self, aes_gcm: _Optional[bool] = ..., aes_key_wrap: _Optional[bool] = ..., aes_key_wrap_pad: _Optional[bool] = ..., rsa_oaep_sha1: _Optional[bool] = ..., rsa_oaep_sha256: _Optional[bool] = ..., rsa_x509: _Optional[bool] = ..., trusted_kek: _Optional[bool] = ..., oaep_sha256_fallback: _Optional[bool] = ..., gcm_length_query: _Optional[bool] = ..., token_data_objects: _Optional[bool] = ..., aes_key_wrap_kwp: _Optional[bool] = ..., wrap_length_query: _Optional[bool] = ..., long_secrets: _Optional[bool] = ...) -> None: ...
 
 class HsmToken(_message.Message):
     __slots__ = ("name", "module", "token_label", "state", "active", "kek_check", "failures", "last_error")
