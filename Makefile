@@ -14,9 +14,13 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 run: setup
 	$(BIN)/hsmbridge dev
 
+# The whole suite on SoftHSM2, then the HSM-facing modules (marked `any_hsm`) again on the second
+# PKCS#11 implementation, NSS's softoken (tests/conftest.py `--hsm nss`, docs/hsm.md).
 test: setup test-deps check-protos lint
 	@$(BIN)/python -m pytest; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; [ $$rc -eq 0 ] || exit $$rc
+	@echo "== the HSM-facing tests again, on NSS softoken"
+	@$(BIN)/python -m pytest --hsm nss -m any_hsm
 
 setup: system-deps $(VENV)/.installed
 
@@ -40,15 +44,18 @@ bench-deps:
 # SoftHSM2 (the development/test HSM) and venv support come from Debian's packages, and so does
 # PostgreSQL: the store tests start their own throwaway cluster with its initdb/pg_ctl (installing
 # the package may also start Debian's system cluster; the tests never touch it).
-# openCryptoki is the second PKCS#11 implementation under test (tests/test_opencryptoki.py starts
-# and stops its pkcsslotd itself).
+# openCryptoki 3.8.1 is probed and refused (tests/test_opencryptoki.py starts and stops its
+# pkcsslotd itself); NSS's softoken (libnss3) is the second implementation the HSM tests run on.
 system-deps:
 	@command -v softhsm2-util >/dev/null && $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
 	  echo "installing softhsm2 and python3-venv from Debian's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq softhsm2 python3-venv >/dev/null; }
 	@test -x /usr/sbin/pkcsslotd || { \
-	  echo "installing opencryptoki (the second PKCS#11 implementation under test) from Debian's packages"; \
+	  echo "installing opencryptoki (probed and refused by the tests: 3.8.1 lacks GCM) from Debian's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq opencryptoki >/dev/null; }
+	@ls /usr/lib/*/libsoftokn3.so >/dev/null 2>&1 || { \
+	  echo "installing libnss3 (NSS softoken: the second PKCS#11 implementation under test) from Debian's packages"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnss3 >/dev/null; }
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "installing postgresql from Debian's packages"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }

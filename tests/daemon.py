@@ -1,6 +1,7 @@
 """Run a real `hsmbridge serve` (or `hsmbridge dev`) in a subprocess.
 
-With a `token` (the session's SoftHSM2 token) it serves that token; with `token=None` the child
+With a `token` (the session's token: SoftHSM2's, or NSS softoken's under `--hsm nss`) it serves
+that token; with `token=None` the child
 gets no HSM settings at all, as `hsmbridge dev` in a fresh directory would. gRPC and REST listen on
 random loopback ports; `address` is the gRPC one, `rest_url` the REST base URL, `metrics_url` the
 Prometheus endpoint, and the REST dev bearer token is fixed to `DEV_TOKEN` unless the caller sets
@@ -36,11 +37,11 @@ class Daemon:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("HSMBRIDGE_")}
         hsm = (
             {
-                "SOFTHSM2_CONF": token["conf"],
                 "HSMBRIDGE_HSM__TOKEN_LABEL": token["label"],
                 "HSMBRIDGE_HSM__PIN_FILE": token["pin_file"],
                 "HSMBRIDGE_HSM__POOL_SIZE": "4",
                 "HSMBRIDGE_STORE__PATH": str(workdir / "hsmbridge.db"),
+                **self._implementation(token),
             }
             if token is not None
             else {}
@@ -63,6 +64,20 @@ class Daemon:
         self.rest_url = ""
         self.metrics_url = ""
         self.output: list[str] = []
+
+    @staticmethod
+    def _implementation(token: dict[str, str]) -> dict[str, str]:
+        """SoftHSM2 finds its token through SOFTHSM2_CONF; NSS's softoken (a token with
+        `init_args`, tests/conftest.py) through `hsm.init_args`, and needs no software fallback."""
+        if "init_args" not in token:
+            return {"SOFTHSM2_CONF": token["conf"]}
+        return {
+            "HSMBRIDGE_HSM__MODULE": token["module"],
+            "HSMBRIDGE_HSM__INIT_ARGS": token["init_args"],
+            "HSMBRIDGE_HSM__SOFTHSM_DIR": "",
+            "HSMBRIDGE_HSM__OAEP_SHA256_FALLBACK": "false",
+            "HSMBRIDGE_HSM__EXPORT_SOFTWARE_FALLBACK": "false",
+        }
 
     def start(self, timeout: float = 60) -> str:
         self.proc = subprocess.Popen(

@@ -24,6 +24,7 @@ from hsmbridge.core.services import Services
 from hsmbridge.errors import Conflict, Gone, IntegrityError, InvalidInput, NotFound, Reason
 
 pytest_plugins = ("services_fixtures",)
+pytestmark = pytest.mark.any_hsm
 
 DEK = bytes(range(32))
 AAD = ["purpose=dek", "user=jörg", ""]

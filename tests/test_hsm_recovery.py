@@ -27,7 +27,7 @@ from hsmbridge.hsm.library import Pkcs11Library
 from hsmbridge.hsm.pool import OPEN_ATTEMPTS, SessionPool
 from hsmbridge.hsm.recovery import RecoveryPolicy
 
-pytestmark = pytest.mark.softhsm
+pytestmark = [pytest.mark.softhsm, pytest.mark.any_hsm]
 
 
 @pytest.fixture
@@ -67,6 +67,7 @@ def test_a_worker_session_closed_behind_the_pools_back_is_replaced(backend: Pkcs
     assert backend.pool.stats().replaced == replaced + 1
 
 
+@pytest.mark.only_on("softhsm2")  # takes the token away by moving SoftHSM2's token directory
 def test_stale_token_object_handles_are_looked_up_again(
     backend: Pkcs11Backend, softhsm_token: dict[str, str]
 ) -> None:
@@ -182,6 +183,7 @@ def test_worker_start_retries_the_concurrent_token_open_race(
         racing_pool(hsm_settings, hsm_backend, token_failures=OPEN_ATTEMPTS, open_failures=0)
 
 
+@pytest.mark.only_on("softhsm2")  # takes the token away by moving SoftHSM2's token directory
 def test_a_token_outage_on_a_shared_module_leaves_the_other_tokens_backend_serving(
     hsm_settings: Any, hsm_backend: Pkcs11Backend, softhsm_token: dict[str, str]
 ) -> None:

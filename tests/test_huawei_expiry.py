@@ -19,6 +19,7 @@ from hsmbridge.core.services import Services
 from hsmbridge.errors import HsmBridgeError, NotFound
 
 pytest_plugins = ("services_fixtures",)
+pytestmark = pytest.mark.any_hsm
 
 MATERIAL = bytes(range(32))
 

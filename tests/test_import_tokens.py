@@ -61,6 +61,7 @@ from hsmbridge.errors import (
 )
 
 pytest_plugins = ("services_fixtures",)
+pytestmark = pytest.mark.any_hsm
 
 FAST_BITS = 2048
 DEK = os.urandom(32)

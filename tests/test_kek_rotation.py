@@ -35,7 +35,7 @@ from hsmbridge.errors import InternalError, Unsupported
 from hsmbridge.hsm.backend import Pkcs11Backend, Pkcs11Settings
 from hsmbridge.kek_rotation import RotationProgress, format_progress, rotate_master_kek
 
-pytestmark = pytest.mark.softhsm
+pytestmark = [pytest.mark.softhsm, pytest.mark.any_hsm]
 
 
 def _destroy_kek(backend: Pkcs11Backend, label: str) -> int:
@@ -296,7 +296,7 @@ def test_the_daemon_keeps_serving_while_the_rotation_runs(keks: Keks) -> None:
 
 
 def test_a_daemon_in_another_process_sees_the_new_kek_and_the_rewrapped_versions(
-    keks: Keks, tmp_path: Path, softhsm_token: dict[str, str]
+    keks: Keks, tmp_path: Path, hsm_settings: Pkcs11Settings
 ) -> None:
     """The real deployment: `hsmbridge rotate-kek` is its own process with its own PKCS#11
     initialisation; the daemon here must find the KEK that process created on the token."""
@@ -313,8 +313,12 @@ def test_a_daemon_in_another_process_sees_the_new_kek_and_the_rewrapped_versions
             from hsmbridge.hsm.backend import Pkcs11Backend, Pkcs11Settings
             from hsmbridge.kek_rotation import rotate_master_kek
 
-            module, label, pin, old, new, db = sys.argv[1:]
-            backend = Pkcs11Backend(Pkcs11Settings(module=module, pin=pin, token_label=label, kek_label=old))
+            module, init_args, label, pin, old, new, db = sys.argv[1:]
+            backend = Pkcs11Backend(
+                Pkcs11Settings(
+                    module=module, init_args=init_args or None, pin=pin, token_label=label, kek_label=old
+                )
+            )
             store = SqliteStore(db)
             try:
                 report = rotate_master_kek((store, backend), new)
@@ -324,15 +328,15 @@ def test_a_daemon_in_another_process_sees_the_new_kek_and_the_rewrapped_versions
             print(json.dumps({"complete": report.complete, "rewrapped": report.rewrapped}))
             """
         )
-        token = softhsm_token
         result = subprocess.run(
             [
                 sys.executable,
                 "-c",
                 script,
-                token["module"],
-                token["label"],
-                token["pin"],
+                hsm_settings.module,
+                hsm_settings.init_args or "",
+                str(hsm_settings.token_label),
+                hsm_settings.pin,
                 keks.old,
                 keks.new,
                 str(db),

@@ -33,7 +33,7 @@ from hsmbridge.core.keypair_pool import (
 from hsmbridge.core.services import Services
 from hsmbridge.hsm.backend import Pkcs11Backend
 
-pytestmark = pytest.mark.softhsm
+pytestmark = [pytest.mark.softhsm, pytest.mark.any_hsm]
 
 BITS = 2048
 

@@ -32,7 +32,7 @@ from ibm_cloud_sdk_core import ApiException
 from ibm_cloud_sdk_core.authenticators import BearerTokenAuthenticator
 from keyprotect import IbmKeyProtectApiV2
 
-pytestmark = pytest.mark.softhsm
+pytestmark = [pytest.mark.softhsm, pytest.mark.any_hsm]
 
 INSTANCE = "official-sdk-instance"
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
@@ -41,10 +41,10 @@ BOB_TOKEN = "bob-dev-token"
 
 @pytest.fixture(scope="module")
 def daemon(
-    softhsm_token: dict[str, str], hsm_backend: object, tmp_path_factory: pytest.TempPathFactory
+    hsm_token: dict[str, str], hsm_backend: object, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Daemon]:
     d = Daemon(
-        softhsm_token,
+        hsm_token,
         tmp_path_factory.mktemp("kp-client"),
         HSMBRIDGE_DEV_EXTRA_TOKENS=f"{BOB_TOKEN}=IBMid-bob",
     )

@@ -13,7 +13,7 @@ from hsmbridge.core.keys import KeySpec
 from hsmbridge.core.policies import InstancePolicySetting
 from hsmbridge.errors import Conflict, Reason
 
-pytestmark = pytest.mark.softhsm
+pytestmark = [pytest.mark.softhsm, pytest.mark.any_hsm]
 
 
 def test_enforce_token_refuses_plain_material_on_rotate(hsm_backend) -> None:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from fakes import FakeBackend
 from hsmbridge.core.backend import ExportWrapping, MaterialKind
 from hsmbridge.errors import PermissionDenied, Unsupported
 
-pytestmark = pytest.mark.softhsm
+pytestmark = [pytest.mark.softhsm, pytest.mark.any_hsm]
 
 MATERIAL = bytes(range(32))
 TARGET = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -74,6 +74,19 @@ def test_wrapping_opens_with_the_targets_private_key(backend, wrapping: ExportWr
     assert _open(backend.wrap_for_export(wrapped, TARGET_DER, wrapping), wrapping) == MATERIAL
 
 
+@pytest.mark.only_on("nss")
+def test_nss_wraps_every_export_format_natively(hsm_backend) -> None:  # type: ignore[no-untyped-def]
+    available = hsm_backend.export_wrappings()
+    assert all(available[w] for w in ExportWrapping)  # C_WrapKey OAEP-SHA1/-SHA256, RFC 5649
+    strict = object.__new__(type(hsm_backend))
+    strict.__dict__.update(hsm_backend.__dict__)
+    strict.settings = replace(hsm_backend.settings, export_software_fallback=False)
+    wrapped = hsm_backend.wrap_material(MaterialKind.AES, MATERIAL)
+    for wrapping in ExportWrapping:  # no software fallback configured, none needed
+        assert _open(strict.wrap_for_export(wrapped, TARGET_DER, wrapping), wrapping) == MATERIAL
+
+
+@pytest.mark.only_on("softhsm2")
 def test_softhsm_wraps_oaep_sha1_natively_and_sha256_only_through_the_fallback(hsm_backend) -> None:  # type: ignore[no-untyped-def]
     available = hsm_backend.export_wrappings()
     assert available[ExportWrapping.RSAES_OAEP_SHA_1] is True  # C_WrapKey, in the HSM
@@ -81,6 +94,7 @@ def test_softhsm_wraps_oaep_sha1_natively_and_sha256_only_through_the_fallback(h
     assert available[ExportWrapping.RSA_AES_KEY_WRAP_SHA_256] is False
 
 
+@pytest.mark.only_on("softhsm2")
 def test_without_the_fallback_the_error_names_the_setting(hsm_backend) -> None:  # type: ignore[no-untyped-def]
     wrapped = hsm_backend.wrap_material(MaterialKind.AES, MATERIAL)
     strict = object.__new__(type(hsm_backend))

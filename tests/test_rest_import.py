@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from rest_fixtures import Api
 
 pytest_plugins = ("services_fixtures", "rest_fixtures")
-pytestmark = pytest.mark.softhsm
+pytestmark = [pytest.mark.softhsm, pytest.mark.any_hsm]
 
 KEY_TYPE = "application/vnd.ibm.kms.key+json"
 

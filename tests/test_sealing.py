@@ -12,6 +12,7 @@ from hsmbridge.core.store.base import KeyQuery
 from hsmbridge.errors import IntegrityError, InvalidInput
 
 pytest_plugins = ("services_fixtures",)
+pytestmark = pytest.mark.any_hsm
 
 
 def test_round_trip_including_empty_secret(services: Services) -> None:
