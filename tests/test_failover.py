@@ -268,3 +268,39 @@ def test_re_initialising_the_module_while_another_token_serves_costs_that_token_
     finally:
         a.close()
         b.close()
+
+
+def test_with_every_token_down_requests_fail_fast_and_the_first_to_return_serves(
+    group: Pkcs11Group, token_outage: Callable[[str], AbstractContextManager[None]]
+) -> None:
+    """Both members out at once: no wrong answer and no hang, every request refused at once as
+    retryable (HsmUnavailable, with its Retry-After), and the member that returns first serves
+    within a second of being back, before the other one does."""
+    from hsmbridge.errors import HsmUnavailable
+    from hsmbridge.hsm.library import RETRY_AFTER
+
+    ref = KeyRef("all-down", group.generate_key(MaterialKind.AES, 32))
+    iv, ct = group.gcm_encrypt(ref, b"kept", b"aad")
+    with token_outage("failover-b"):
+        with token_outage("failover-a"):
+            wait_for(lambda: all(state == "down" for state, _ in states(group).values()), 10)
+            for _ in range(20):
+                started = time.monotonic()
+                with pytest.raises(HsmUnavailable) as refused:
+                    group.gcm_decrypt(ref, iv, ct, b"aad")
+                assert time.monotonic() - started < 1.0  # refused, not queued
+                assert refused.value.metadata.get(RETRY_AFTER)
+        back_at = time.monotonic()
+        served_at = wait_for(lambda: _serves(group, ref, iv, ct), 10)
+        assert served_at - back_at < 1.5, f"served {served_at - back_at:.2f} s after a returned"
+        assert states(group) == {"failover-a": ("up", True), "failover-b": ("down", False)}
+    wait_for(lambda: states(group)["failover-b"] == ("up", False), 15)
+
+
+def _serves(group: Pkcs11Group, ref: KeyRef, iv: bytes, ct: bytes) -> bool:
+    from hsmbridge.errors import HsmUnavailable
+
+    try:
+        return bytes(group.gcm_decrypt(ref, iv, ct, b"aad")) == b"kept"
+    except HsmUnavailable:
+        return False
