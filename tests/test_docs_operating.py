@@ -43,6 +43,8 @@ def test_the_guide_covers_every_hsm() -> None:
         "### Entrust nShield",
         "### AWS CloudHSM",
         "### YubiHSM 2",
+        "### openCryptoki",
+        "### NSS softoken",
     ):
         assert heading in text, heading
     assert "hsmbridge rotate-kek --new-label" in text and "hsmbridge health --socket" in text
@@ -54,3 +56,30 @@ def test_example_is_valid_configuration(block: str) -> None:
     validate_config(data)
     if "security" in data:
         SecurityConfig.model_validate(data["security"])
+
+
+def _matrix() -> dict[str, dict[str, bool]]:
+    """The vendor matrix: implementation (first word) → capability → yes/no."""
+    text = OPERATING.read_text()
+    table = text[text.index("### Vendor matrix (measured)") :].split("\n\n")[2].splitlines()
+    names = [cell.strip().strip("`") for cell in table[0].strip("|").split("|")][1:-1]
+    rows = {}
+    for line in table[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0].split()[0]] = {n: v.startswith("yes") for n, v in zip(names, cells[1:-1], strict=True)}
+    return rows
+
+
+def test_the_vendor_matrix_is_the_probes_measured_output() -> None:
+    """docs/operating.md says its rows are what the tests assert: check it, column by column."""
+    from test_hsm_capabilities import MEASURED
+    from test_opencryptoki import MEASURED as OPENCRYPTOKI
+
+    matrix = _matrix()
+    for row, measured in (
+        ("SoftHSM2", MEASURED["softhsm2"]),
+        ("NSS", MEASURED["nss"]),
+        ("openCryptoki", OPENCRYPTOKI),
+    ):
+        expected = {name: value for name, value in measured.items() if name != "oaep_sha256_fallback"}
+        assert matrix[row] == expected, row
