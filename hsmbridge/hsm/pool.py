@@ -63,6 +63,9 @@ class PooledSession:
     keys: dict[int, Any] = field(default_factory=dict)
     #: KEK label → that KEK as seen from this session (more than one while the master KEK rotates)
     keks: dict[str, Any] = field(default_factory=dict)
+    #: import keypair object id → its private key as seen from this session (hsm/backend.py
+    #: checks each use against the object's CKA_ID and class: handles outlive objects)
+    imports: dict[str, Any] = field(default_factory=dict)
     broken: bool = False
 
 
