@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,22 @@ def test_without_group_commit_the_event_is_written_inline() -> None:
     broken_gate = SecurityGate(Authorizer(), AuditLog(Broken(), fail_closed=True, group_commit=False))
     with pytest.raises(HsmUnavailable):
         asyncio.run(_call(broken_gate, "t1"))
+
+
+@pytest.mark.parametrize(
+    ("sink", "configured", "threaded"),
+    [("stdout", None, True), ("file", None, False), ("stdout", False, False), ("file", True, True)],
+)
+def test_the_writer_thread_is_for_stdout_unless_configured(
+    tmp_path: Path, sink: str, configured: bool | None, threaded: bool
+) -> None:
+    """A pipe's reader can stall it, so stdout gets the writer thread by default; a file waits
+    only for the page cache and is written inline, which costs less CPU per call."""
+    from hsmbridge.security.audit import AuditConfig, build_audit_log
+
+    path = str(tmp_path / "audit.jsonl") if sink == "file" else None
+    audit = build_audit_log(AuditConfig(sink=sink, path=path, group_commit=configured))  # type: ignore[arg-type]
+    try:
+        assert audit.group_commit is threaded
+    finally:
+        audit.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import enum
 import io
 import json
@@ -464,6 +465,13 @@ def _settle(futures: list[asyncio.Future[None]], written: bool, fail_closed: boo
             future.set_exception(HsmUnavailable(AUDIT_UNAVAILABLE_MSG, metadata={"component": "audit"}))
 
 
+def _name_native_thread(name: bytes) -> None:
+    """Give the OS thread the name Python's has (`top -H`, /proc/<pid>/task/*/comm, and
+    benchmarks/profile.py tell the writer's CPU from the event loop's); Linux only, best effort."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(15, name[:15], 0, 0, 0)  # PR_SET_NAME
+
+
 class _GroupCommit:
     """The writer thread of one `AuditLog`: takes everything queued since its last write, writes
     it as one batch, then wakes each waiting loop once for the whole batch."""
@@ -492,6 +500,7 @@ class _GroupCommit:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        _name_native_thread(b"hsmbridge-audit")
         while True:
             with self._ready:
                 while not self._queue and not self._stopping:
@@ -519,9 +528,11 @@ class AuditConfig(BaseModel):
     #: TOML accepts octal: ``file_mode = 0o640`` for a log shipper's group
     file_mode: int = Field(0o600, ge=0, le=0o777)
     fail_closed: bool = False
-    #: Write events from a writer thread in batches (the event loop never blocks on the sink;
-    #: ≈7 µs more CPU per call than writing inline, docs/BENCHMARKS.md) or inline on the loop.
-    group_commit: bool = True
+    #: Write events from a writer thread in batches (the event loop never blocks on the sink) or
+    #: inline on the loop. Unset: the thread for stdout, whose reader (a container runtime's log
+    #: driver) can stall a pipe, and inline for a file, which only waits for the page cache; the
+    #: thread costs a gRPC unary call 11-25 % more CPU (docs/BENCHMARKS.md, benchmarks.profile).
+    group_commit: bool | None = None
 
     @model_validator(mode="after")
     def _check(self) -> AuditConfig:
@@ -543,4 +554,5 @@ def build_audit_log(config: AuditConfig) -> AuditLog:
         sink = StdoutSink()
     else:
         sink = NullSink()
-    return AuditLog(sink, fail_closed=config.fail_closed, group_commit=config.group_commit)
+    group_commit = config.group_commit if config.group_commit is not None else config.sink == "stdout"
+    return AuditLog(sink, fail_closed=config.fail_closed, group_commit=group_commit)
