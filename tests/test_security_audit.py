@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -144,6 +145,7 @@ def test_reason_of_gives_codes_never_messages() -> None:
     assert reason_of(Unauthenticated("no")) == ("UNAUTHENTICATED", None)
     assert reason_of(CredentialsRejected("expired")) == ("UNAUTHENTICATED", "expired")
     assert reason_of(RuntimeError("buffer 0xdeadbeef")) == ("INTERNAL", None)
+    assert reason_of(asyncio.CancelledError()) == ("CANCELLED", None)  # the client gave up
 
 
 # Sinks.

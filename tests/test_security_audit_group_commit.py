@@ -169,3 +169,33 @@ def test_the_writer_thread_is_for_stdout_unless_configured(
         assert audit.group_commit is threaded
     finally:
         audit.close()
+
+
+@pytest.mark.parametrize("group_commit", [True, False])
+def test_a_call_its_client_cancelled_is_audited_as_cancelled_not_internal(group_commit: bool) -> None:
+    """Load generators and impatient clients cancel calls in flight; the cancellation lands in
+    the handler. The event says CANCELLED: an INTERNAL would send someone looking for a fault."""
+    import json
+
+    sink = MemorySink()
+    audit = AuditLog(sink, group_commit=group_commit)
+    gate = SecurityGate(Authorizer(), audit)
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        async with gate.acall(WRAP, lambda: full_rights("p"), "t1", transport="grpc") as record:
+            record.key("k")
+            started.set()
+            await asyncio.sleep(10)
+
+    async def main() -> None:
+        call = asyncio.ensure_future(slow())
+        await started.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(main())
+    audit.close()
+    (event,) = [json.loads(line) for line in sink.lines]
+    assert event["outcome"] == "failure" and event["reason"] == "CANCELLED"

@@ -208,11 +208,19 @@ _TEXT_FIELDS = (
 _NORMALISED = ("outcome", "latency_ms", *_TEXT_FIELDS)
 
 
+#: the reason recorded for a call cancelled by its client (gRPC CANCELLED, a closed connection)
+CANCELLED = "CANCELLED"
+
+
 def reason_of(error: BaseException | None) -> tuple[str | None, str | None]:
     """(reason code, authentication cause) for an outcome: the domain reason of an
-    `HsmBridgeError`, INTERNAL for anything else. Never the message."""
+    `HsmBridgeError`, CANCELLED for a call its client gave up on (the task was cancelled inside
+    the gate: nothing went wrong on the server, and an INTERNAL would send someone looking for a
+    fault), INTERNAL for anything else. Never the message."""
     if error is None:
         return None, None
+    if isinstance(error, asyncio.CancelledError):
+        return CANCELLED, None
     if isinstance(error, HsmBridgeError):
         cause = getattr(error, "cause", None)
         return str(error.reason), cause if isinstance(cause, str) and _WORD_RE.fullmatch(cause) else None
