@@ -63,6 +63,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(NSS_DIR, ignore_errors=True)
 
 
+def _pin_file(directory: Path) -> Path:
+    """The session PIN in a 0600 file, as a daemon under test reads it (`hsm.pin_file`)."""
+    pin_file = directory / "pin"
+    pin_file.write_text(TOKEN_PIN)
+    pin_file.chmod(0o600)
+    return pin_file
+
+
 @pytest.fixture(scope="session")
 def hsm_implementation(pytestconfig: pytest.Config) -> str:
     return str(pytestconfig.getoption("--hsm"))
@@ -78,9 +86,7 @@ def nss_token() -> dict[str, str]:
         pytest.fail("NSS's softoken is not installed (apt-get install libnss3); `make test` installs it")
     args = nss.init_args(NSS_DIR, TOKEN_LABEL)
     nss.init_token(module, args, TOKEN_LABEL, TOKEN_PIN)
-    pin_file = NSS_DIR / "pin"
-    pin_file.write_text(TOKEN_PIN)
-    pin_file.chmod(0o600)
+    pin_file = _pin_file(NSS_DIR)
     return {
         "module": module,
         "label": TOKEN_LABEL,
@@ -105,9 +111,7 @@ def softhsm_token() -> dict[str, str]:
         pytest.fail("SoftHSM2 is not installed (apt-get install softhsm2); `make test` installs it")
     if not softhsm.token_exists(SOFTHSM_CONF, TOKEN_LABEL):
         softhsm.init_token(SOFTHSM_CONF, TOKEN_LABEL, TOKEN_PIN)
-    pin_file = SOFTHSM_DIR / "pin"
-    pin_file.write_text(TOKEN_PIN)
-    pin_file.chmod(0o600)
+    pin_file = _pin_file(SOFTHSM_DIR)
     return {
         "module": MODULE,
         "label": TOKEN_LABEL,

@@ -132,48 +132,79 @@ class Load:
                 self.outcomes.append(Outcome(started, time.monotonic()))
 
 
-def test_a_failed_token_is_replaced_within_a_second_and_taken_back_when_it_returns(
-    group: Pkcs11Group, token_outage: Callable[[str], AbstractContextManager[None]]
-) -> None:
+@dataclass
+class Failover:
+    """What `fail_over_under_load` saw: when the first token failed, when new requests had moved,
+    when it was back and taken back; the load's outcomes."""
+
+    load: Load
+    refs: list[tuple[KeyRef, bytes, bytes, bytes]]
+    failed_at: float
+    moved_at: float
+    back_at: float
+    taken_back_at: float
+
+    def check(self, threads: int) -> None:
+        """No wrong answers; moved within a second; errors only for calls in flight then."""
+        assert self.load.wrong == []
+        moved = self.moved_at - self.failed_at
+        assert moved < 1.0, f"new requests moved after {moved:.2f} s"
+        errors = [o for o in self.load.outcomes if o.error]
+        # Only requests in flight at the moment of failure may fail: started before the group moved.
+        assert all(o.started <= self.moved_at and o.ended >= self.failed_at for o in errors), errors
+        assert len(errors) <= threads
+        assert self.taken_back_at >= self.back_at
+
+
+def fail_over_under_load(
+    group: Pkcs11Group,
+    token_outage: Callable[[str], AbstractContextManager[None]],
+    *,
+    threads: int = 4,
+    keys: int = 8,
+    calls: int = 200,
+) -> Failover:
+    """Envelope work from `threads` threads while the first token is taken away and returned."""
+    first, second = (t.name for t in group.status()[:2])
     refs = []
-    for i in range(8):
-        ref = KeyRef(f"failover-{i}", group.generate_key(MaterialKind.AES, 32))
+    for i in range(keys):
+        ref = KeyRef(f"failover-{first}-{i}", group.generate_key(MaterialKind.AES, 32))
         data = os.urandom(32)
         iv, ct = group.gcm_encrypt(ref, data, b"old")
         refs.append((ref, iv, ct, data))
     load = Load(group, refs)
-    threads = [threading.Thread(target=load.run, args=(n,)) for n in range(4)]
-    for t in threads:
+    workers = [threading.Thread(target=load.run, args=(n,)) for n in range(threads)]
+    for t in workers:
         t.start()
     try:
-        wait_for(lambda: len(load.outcomes) >= 200, 30)
-        assert states(group)["failover-a"] == ("up", True)
-        with token_outage("failover-a"):
+        wait_for(lambda: len(load.outcomes) >= calls, 30)
+        assert states(group)[first] == ("up", True)
+        with token_outage(first):
             failed_at = time.monotonic()
-            moved_at = wait_for(lambda: states(group)["failover-b"] == ("up", True), 10)
+            moved_at = wait_for(lambda: states(group)[second] == ("up", True), 10)
             served = len(load.outcomes)
-            wait_for(lambda: len(load.outcomes) >= served + 200, 30)  # served by b meanwhile
-            assert states(group)["failover-a"][0] == "down"
+            wait_for(lambda: len(load.outcomes) >= served + calls, 30)  # served by the second meanwhile
+            assert states(group)[first][0] == "down"
         back_at = time.monotonic()
-        taken_back_at = wait_for(lambda: states(group)["failover-a"] == ("up", True), 15)
+        taken_back_at = wait_for(lambda: states(group)[first] == ("up", True), 15)
         served = len(load.outcomes)
-        wait_for(lambda: len(load.outcomes) >= served + 200, 30)
+        wait_for(lambda: len(load.outcomes) >= served + calls, 30)
     finally:
         load.stop.set()
-        for t in threads:
+        for t in workers:
             t.join()
+    return Failover(load, refs, failed_at, moved_at, back_at, taken_back_at)
 
-    assert load.wrong == []
-    assert moved_at - failed_at < 1.0, f"new requests moved after {moved_at - failed_at:.2f} s"
-    errors = [o for o in load.outcomes if o.error]
-    # Only requests in flight at the moment of failure may fail: started before the group moved.
-    assert all(o.started <= moved_at and o.ended >= failed_at for o in errors), errors
-    assert len(errors) <= len(threads)
-    assert taken_back_at >= back_at
+
+def test_a_failed_token_is_replaced_within_a_second_and_taken_back_when_it_returns(
+    group: Pkcs11Group, token_outage: Callable[[str], AbstractContextManager[None]]
+) -> None:
+    seen = fail_over_under_load(group, token_outage)
+    seen.check(threads=4)
     a = group.status()[0]
     assert a.failures == 1 and a.kek_check == group.status()[1].kek_check
     # After the return the first token serves again: its own cache, its own sessions.
-    ref, iv, ct, data = refs[0]
+    ref, iv, ct, data = seen.refs[0]
     assert bytes(group.gcm_decrypt(ref, iv, ct, b"old")) == data
 
 

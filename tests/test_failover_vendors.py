@@ -10,16 +10,13 @@ their own initialisation, sessions and handle caches fail over without a restart
 
 from __future__ import annotations
 
-import os
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import replace
 
 import pytest
-from test_failover import Load, states, wait_for
+from test_failover import fail_over_under_load
 
 from hsmbridge.core.backend import KeyRef, MaterialKind
 from hsmbridge.hsm.backend import Pkcs11Backend, Pkcs11Settings
@@ -74,38 +71,7 @@ def test_the_nss_member_takes_over_within_a_second_and_softhsm_is_taken_back(
     vendor_members: list[Pkcs11Settings], token_outage: Callable[[str], AbstractContextManager[None]]
 ) -> None:
     group = Pkcs11Group(vendor_members, health_interval=0.1, recovery_interval=0.5)
-    names = [t.name for t in group.status()]
     try:
-        refs = []
-        for i in range(6):
-            ref = KeyRef(f"vendors-load-{i}", group.generate_key(MaterialKind.AES, 32))
-            data = os.urandom(32)
-            iv, ct = group.gcm_encrypt(ref, data, b"old")
-            refs.append((ref, iv, ct, data))
-        load = Load(group, refs)
-        threads = [threading.Thread(target=load.run, args=(n,)) for n in range(3)]
-        for t in threads:
-            t.start()
-        try:
-            wait_for(lambda: len(load.outcomes) >= 100, 30)
-            with token_outage(names[0]):
-                failed_at = time.monotonic()
-                moved_at = wait_for(lambda: states(group)[names[1]] == ("up", True), 10)
-                served = len(load.outcomes)
-                wait_for(lambda: len(load.outcomes) >= served + 100, 30)  # NSS serves meanwhile
-            back_at = time.monotonic()
-            taken_back_at = wait_for(lambda: states(group)[names[0]] == ("up", True), 15)
-            served = len(load.outcomes)
-            wait_for(lambda: len(load.outcomes) >= served + 100, 30)
-        finally:
-            load.stop.set()
-            for t in threads:
-                t.join()
-        assert load.wrong == []
-        assert moved_at - failed_at < 1.0, f"moved after {moved_at - failed_at:.2f} s"
-        errors = [o for o in load.outcomes if o.error]
-        assert all(o.started <= moved_at and o.ended >= failed_at for o in errors), errors
-        assert len(errors) <= len(threads)
-        assert taken_back_at >= back_at
+        fail_over_under_load(group, token_outage, threads=3, keys=6, calls=100).check(threads=3)
     finally:
         group.close()

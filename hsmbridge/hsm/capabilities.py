@@ -134,20 +134,24 @@ def probe(
                         KeyType.AES, 256, store=False, template={Attribute.WRAP: True, Attribute.UNWRAP: True}
                     )
                 )
-                wrapped = wrapper.wrap_key(known_aes(), mechanism=mechanism)
-                back = keep(
-                    wrapper.unwrap_key(
-                        ObjectClass.SECRET_KEY,
-                        KeyType.AES,
-                        wrapped,
-                        mechanism=mechanism,
-                        store=False,
-                        template={Attribute.ENCRYPT: True},
-                    )
+                return unwraps_to_material(
+                    wrapper, wrapper.wrap_key(known_aes(), mechanism=mechanism), mechanism
                 )
-                return holds_material(back)
 
             return run
+
+        def unwraps_to_material(wrapper: Any, wrapped: bytes, mechanism: Mechanism) -> bool:
+            back = keep(
+                wrapper.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.AES,
+                    wrapped,
+                    mechanism=mechanism,
+                    store=False,
+                    template={Attribute.ENCRYPT: True},
+                )
+            )
+            return holds_material(back)
 
         def rfc5649(mechanism: Mechanism) -> Callable[[], bool]:
             """RFC 5649 exactly, byte for byte against `cryptography`: PKCS#11 2.40's
@@ -180,17 +184,7 @@ def probe(
                     wrap_length_query, wrap = False, sized.wrap_key
                 if wrapped != keywrap.aes_key_wrap_with_padding(wrapping, material):
                     return False
-                back = keep(
-                    wrapper.unwrap_key(
-                        ObjectClass.SECRET_KEY,
-                        KeyType.AES,
-                        wrapped,
-                        mechanism=mechanism,
-                        store=False,
-                        template={Attribute.ENCRYPT: True},
-                    )
-                )
-                return holds_material(back)
+                return unwraps_to_material(wrapper, wrapped, mechanism)
 
             return run
 
