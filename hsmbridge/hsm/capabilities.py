@@ -68,8 +68,9 @@ class ModuleCalls:
     secret_limit: int
 
 
-#: NSS softoken's MAX_KEY_LEN: the longest key it unwraps
-SHORT_SECRET_LIMIT = 256
+#: Secret lengths tried, longest first, when a token cannot give back a standard key's longest
+#: payload: NSS softoken's MAX_KEY_LEN is 256; other tokens may cap generic secrets elsewhere.
+SHORTER_SECRETS = (1024, 256, 64, 32)
 
 
 def probe(
@@ -241,7 +242,11 @@ def probe(
 
         def data_objects() -> bool:
             """A private token data object, destroyed at once (NSS softoken refuses token data
-            objects with CKR_ATTRIBUTE_VALUE_INVALID)."""
+            objects with CKR_ATTRIBUTE_VALUE_INVALID). One left by a start that died between the
+            two is removed first."""
+            stray = {Attribute.CLASS: ObjectClass.DATA, Attribute.APPLICATION: "hsmbridge-probe"}
+            for leftover in list(session.get_objects(stray)):
+                leftover.destroy()
             obj = session.create_object(
                 {
                     Attribute.CLASS: ObjectClass.DATA,
@@ -304,7 +309,7 @@ def probe(
         secret_limit = next(
             (
                 length
-                for length in (MAX_STANDARD_PAYLOAD, SHORT_SECRET_LIMIT)
+                for length in (MAX_STANDARD_PAYLOAD, *SHORTER_SECRETS)
                 if aes_key_wrap_pad and _trial(f"secrets_of_{length}", secrets_of(length, rfc5649_mechanism))
             ),
             0,
