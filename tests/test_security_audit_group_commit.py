@@ -153,22 +153,45 @@ def test_without_group_commit_the_event_is_written_inline() -> None:
 
 
 @pytest.mark.parametrize(
-    ("sink", "configured", "threaded"),
-    [("stdout", None, True), ("file", None, False), ("stdout", False, False), ("file", True, True)],
+    ("sink", "stdout", "configured", "threaded"),
+    [
+        ("stdout", "pipe", None, True),
+        ("stdout", "file", None, False),
+        ("file", "pipe", None, False),
+        ("stdout", "pipe", False, False),
+        ("file", "file", True, True),
+    ],
 )
-def test_the_writer_thread_is_for_stdout_unless_configured(
-    tmp_path: Path, sink: str, configured: bool | None, threaded: bool
+def test_the_writer_thread_is_for_a_stdout_that_can_stall_unless_configured(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sink: str,
+    stdout: str,
+    configured: bool | None,
+    threaded: bool,
 ) -> None:
-    """A pipe's reader can stall it, so stdout gets the writer thread by default; a file waits
-    only for the page cache and is written inline, which costs less CPU per call."""
+    """A pipe's reader (a container runtime's log driver) can stall it, so standard output gets
+    the writer thread by default when it is a pipe; a file — the file sink, or stdout redirected
+    to one — waits only for the page cache and is written inline, which costs less CPU per call."""
+    import os
+
     from hsmbridge.security.audit import AuditConfig, build_audit_log
 
+    if stdout == "pipe":
+        read_end, write_end = os.pipe()
+        out = os.fdopen(write_end, "w")
+        os.close(read_end)
+    else:
+        out = (tmp_path / "stdout").open("w")
+    monkeypatch.setattr("sys.stdout", out)
     path = str(tmp_path / "audit.jsonl") if sink == "file" else None
     audit = build_audit_log(AuditConfig(sink=sink, path=path, group_commit=configured))  # type: ignore[arg-type]
     try:
         assert audit.group_commit is threaded
     finally:
         audit.close()
+        monkeypatch.undo()
+        out.close()
 
 
 @pytest.mark.parametrize("group_commit", [True, False])

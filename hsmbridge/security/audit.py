@@ -537,9 +537,10 @@ class AuditConfig(BaseModel):
     file_mode: int = Field(0o600, ge=0, le=0o777)
     fail_closed: bool = False
     #: Write events from a writer thread in batches (the event loop never blocks on the sink) or
-    #: inline on the loop. Unset: the thread for stdout, whose reader (a container runtime's log
-    #: driver) can stall a pipe, and inline for a file, which only waits for the page cache; the
-    #: thread costs a gRPC unary call 11-25 % more CPU (docs/BENCHMARKS.md, benchmarks.profile).
+    #: inline on the loop. Unset: the thread when stdout is a pipe or socket, whose reader (a
+    #: container runtime's log driver) can stall it; inline for a file (or stdout redirected to
+    #: one), which only waits for the page cache; the thread costs a gRPC unary call 11-25 % more
+    #: CPU (docs/BENCHMARKS.md, benchmarks.profile).
     group_commit: bool | None = None
 
     @model_validator(mode="after")
@@ -562,5 +563,18 @@ def build_audit_log(config: AuditConfig) -> AuditLog:
         sink = StdoutSink()
     else:
         sink = NullSink()
-    group_commit = config.group_commit if config.group_commit is not None else config.sink == "stdout"
+    group_commit = config.group_commit if config.group_commit is not None else _may_stall(config.sink)
     return AuditLog(sink, fail_closed=config.fail_closed, group_commit=group_commit)
+
+
+def _may_stall(sink: str) -> bool:
+    """Whether writing to `sink` can wait on a reader: standard output when it is a pipe or a
+    socket (a container runtime's log driver), not when it is a file or a terminal; a file sink
+    waits only for the page cache."""
+    if sink != "stdout":
+        return False
+    try:
+        mode = os.fstat(sys.stdout.fileno()).st_mode
+    except (AttributeError, OSError, ValueError):  # replaced or closed stdout: assume the worst
+        return True
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
