@@ -17,13 +17,13 @@ from starlette.responses import Response
 from hsmbridge.core.services import Services
 from hsmbridge.errors import HsmBridgeError, InvalidInput, NotFound, Reason, Unsupported
 from hsmbridge.push import rest as push_rest
-from hsmbridge.rest import context, headers, openapi_errors
+from hsmbridge.rest import context, openapi_errors
 from hsmbridge.rest.context import RestAuthenticator, RestState, open_gate
 from hsmbridge.rest.errors import Operation
 from hsmbridge.rest.hygiene import CONTROL_CHARACTERS, ControlCharacterFilter
 from hsmbridge.rest.limits import DEFAULT_MAX_BODY_BYTES, BodyLimit
 from hsmbridge.rest.representation import RenderContext
-from hsmbridge.rest.shapes import ErrorShapes, Renderer, Scope
+from hsmbridge.rest.shapes import ErrorShapes, Scope
 from hsmbridge.security.authz import rest_action
 from hsmbridge.security.gate import SecurityGate
 
@@ -68,7 +68,7 @@ def create_app(
     )
     app.state.hsmbridge = RestState(services, authenticator, render, gate or open_gate())
     shapes = error_shapes if error_shapes is not None else ErrorShapes()
-    shapes.register("/api/v2", keyprotect_renderer(app.state.hsmbridge))
+    shapes.register("/api/v2", _keyprotect_refusal)
     app.state.error_shapes = shapes
     # Starlette runs the last added outermost: metrics, then control characters, then body size.
     app.add_middleware(BodyLimit, shapes=shapes, max_bytes=max_body_bytes)
@@ -148,32 +148,20 @@ async def _huawei_refusal(scope: Scope, error: HsmBridgeError) -> Response:
     return error_response(huawei_errors.coded(error, huawei_errors.INVALID_PARAMETER))
 
 
-def keyprotect_renderer(st: RestState) -> Renderer:
+async def _keyprotect_refusal(scope: Scope, error: HsmBridgeError) -> Response:
     """Key Protect's answer to a request the guards refused: its error body, after the gate (so
     401 beats 400 as on every route, and an authenticated caller's refusal is audited and costs
     one rate-limit token like any refused call)."""
-
-    async def render(scope: Scope, error: HsmBridgeError) -> Response:
-        request = Request(scope)
-        action = rest_action(
-            request.method,
-            CONTROL_CHARACTERS.sub("_", scope["path"]),  # not url.path: urlsplit drops TAB/LF/CR
-            CONTROL_CHARACTERS.sub("_", request.query_params.get("action") or ""),
-        )
-        if action is None:  # no route of the API: nothing to authenticate against
-            return context.error_response(request, error, _ROUTING)
-        authorization = headers.get_header(request.headers, "authorization")
-        try:
-            with st.gate.call(
-                action,
-                lambda: st.authenticator.identify_rest(authorization),
-                lambda: headers.require_instance(request.headers),
-                transport="rest",
-                client=f"{request.client.host}:{request.client.port}" if request.client else None,
-                correlation_id=headers.correlation_id(request.headers),
-            ):
-                raise error
-        except Exception as answered:
-            return context.error_response(request, answered, _ROUTING)
-
-    return render
+    request = Request(scope)
+    action = rest_action(
+        request.method,
+        CONTROL_CHARACTERS.sub("_", scope["path"]),  # not url.path: urlsplit drops TAB/LF/CR
+        CONTROL_CHARACTERS.sub("_", request.query_params.get("action") or ""),
+    )
+    if action is None:  # no route of the API: nothing to authenticate against
+        return context.error_response(request, error, _ROUTING)
+    try:
+        async with context.gated(request, action):  # the gate every Key Protect route enters
+            raise error
+    except Exception as answered:
+        return context.error_response(request, answered, _ROUTING)
