@@ -79,7 +79,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: The stored key format is RFC 5649 under the master KEK; its name in the store (WrappedKey's
-#: `mechanism`) is this one whichever PKCS#11 mechanism the token computes it with (`_kwp`).
+#: `mechanism`) is this one whichever PKCS#11 mechanism the token computes it with
+#: (`_calls.rfc5649`).
 KWP = Mechanism.AES_KEY_WRAP_PAD
 AES_LENGTHS = (16, 24, 32)
 IMPORT_LABEL_PREFIX = "hsmbridge-import-"
@@ -202,15 +203,13 @@ class Pkcs11Backend:
         self._login_epoch = -1
         self.ensure_kek(settings.kek_label, create=create_kek)
         with self.pool.checkout() as pooled:
+            #: how this module must be called (capabilities.ModuleCalls): GCM, the RFC 5649 wrap
             self._capabilities, self._calls = capability_probe.probe(
                 pooled.session,
                 self._kek(pooled),
                 oaep_sha256_fallback=settings.oaep_sha256_fallback,
                 sized=self.library.sized,
             )
-        #: how this module must be called (capabilities.ModuleCalls): GCM, the RFC 5649 wrap
-        self._encrypt_gcm = self._calls.encrypt_gcm
-        self._kwp = self._calls.rfc5649
         self._check_capabilities()
         self._ivs = _HsmRandomBuffer(self.random, settings.iv_block)
         self.health.started()
@@ -255,7 +254,7 @@ class Pkcs11Backend:
     def kwp_wrap(self, wrapper: Any, key: Any) -> bytes:
         """RFC 5649 of `key` under `wrapper`, the way this token computes it (the probe chose
         the mechanism and the call)."""
-        return self._calls.wrap_key(wrapper, key, self._kwp)
+        return self._calls.wrap_key(wrapper, key, self._calls.rfc5649)
 
     def _check_capabilities(self) -> None:
         caps = self._capabilities
@@ -506,7 +505,7 @@ class Pkcs11Backend:
                 ObjectClass.SECRET_KEY,
                 KeyType.AES,
                 ref.wrapped.blob,
-                mechanism=self._kwp,
+                mechanism=self._calls.rfc5649,
                 store=False,
                 template={
                     Attribute.ID: cka_id_for(load_id),
@@ -655,7 +654,7 @@ class Pkcs11Backend:
                 ObjectClass.SECRET_KEY,
                 key_type,
                 wrapped.blob,
-                mechanism=self._kwp,
+                mechanism=self._calls.rfc5649,
                 store=False,
                 template=self._transient_template(),
             )
@@ -678,7 +677,7 @@ class Pkcs11Backend:
                 ObjectClass.SECRET_KEY,
                 KeyType.GENERIC_SECRET,
                 wrapped.blob,
-                mechanism=self._kwp,
+                mechanism=self._calls.rfc5649,
                 store=False,
                 template={Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True},
             )
@@ -701,7 +700,7 @@ class Pkcs11Backend:
     def gcm_encrypt(self, key: KeyRef, plaintext: bytes | bytearray, aad: bytes) -> tuple[bytes, bytes]:
         iv = self._ivs.take()
         data = bytes(plaintext)
-        encrypt = self._encrypt_gcm
+        encrypt = self._calls.encrypt_gcm
 
         def op(pooled: PooledSession) -> bytes:
             return self._with_key(pooled, key, lambda obj: encrypt(obj, data, iv, aad))
@@ -731,7 +730,7 @@ class Pkcs11Backend:
     ) -> list[tuple[bytes, bytes]]:
         ivs = [self._ivs.take() for _ in items]
         prepared = [(bytes(pt), iv, ad) for (pt, ad), iv in zip(items, ivs, strict=True)]
-        encrypt = self._encrypt_gcm
+        encrypt = self._calls.encrypt_gcm
 
         def encrypt_all(obj: Any) -> list[bytes]:
             return [encrypt(obj, pt, iv, ad) for pt, iv, ad in prepared]

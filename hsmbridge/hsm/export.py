@@ -72,7 +72,7 @@ def _unwrap_version(
         ObjectClass.SECRET_KEY,
         KeyType.AES,
         wrapped.blob,
-        mechanism=backend._kwp,
+        mechanism=backend._calls.rfc5649,
         store=False,
         template=attrs,
     )
